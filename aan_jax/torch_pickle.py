@@ -12,14 +12,15 @@ must not import torch. This reader understands both of torch's file layouts:
 The unpickler admits only a fixed allowlist of globals: `collections.OrderedDict`,
 torch's tensor-rebuild functions and storage types (replaced by numpy equivalents here),
 and module classes, which become inert `StateHolder`s that only keep their state. A
-module class is admitted from `torch.nn.modules.*` or from a module that does not exist
-on this machine (the authors' scripts, such as `model_1_correct_5_words_pooling`), since
+module class is admitted from `torch.nn.modules.*`, `__main__`, or from a module that
+does not exist on this machine (the authors' scripts, such as `model_1_correct_5_words_pooling`), since
 such a name cannot run anything when it is never imported. Any other global (os.system,
 builtins.eval, subprocess.Popen, ...) raises `UnsafeCheckpointError` before it is called.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import importlib.util
 import io
@@ -153,10 +154,16 @@ class _SafeUnpickler(pickle.Unpickler):
     self._classes: dict[tuple[str, str], type] = {}
 
   def find_class(self, module: str, name: str):
+    # Protocol-2 pickles name some modules by their Python 2 names ('commands' for
+    # subprocess, '__builtin__' for builtins); judge them by what they would load.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+      module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     if (module, name) in _ALLOWED:
       return _ALLOWED[(module, name)]
     is_class_name = name.isidentifier() and name[:1].isupper()
-    if is_class_name and (module.startswith("torch.nn.modules.")
+    # `__main__`: classes of a user's own script that re-saved a whole module.
+    if is_class_name and (module.startswith("torch.nn.modules.") or module == "__main__"
                           or not _module_exists(module)):
       key = (module, name)
       if key not in self._classes:

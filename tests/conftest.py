@@ -1,0 +1,16 @@
+import os
+import pathlib
+
+import pytest
+
+REFERENCE = pathlib.Path(os.environ.get(
+    "AAN_REFERENCE_DIR",
+    pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "attendaffectnet"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir():
+  if not (REFERENCE / "trained_models").is_dir():
+    pytest.skip(f"the authors' released models are not at {REFERENCE} "
+                "(set AAN_REFERENCE_DIR to the attendaffectnet reference folder)")
+  return REFERENCE

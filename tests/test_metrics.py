@@ -1,0 +1,58 @@
+"""Metrics against numpy/scipy, masks, and the paper's loss on degenerate batches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from aan_jax import metrics
+
+
+def _ccc(x, y):
+  cov = np.mean((x - x.mean()) * (y - y.mean()))
+  return 2 * cov / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_against_numpy_scipy(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=200).astype(np.float32)
+  y = (0.6 * x + rng.normal(size=200)).astype(np.float32) + 0.3
+  np.testing.assert_allclose(metrics.mse(x, y), np.mean((x - y) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(metrics.pearson(x, y), stats.pearsonr(x, y)[0], rtol=1e-4)
+  np.testing.assert_allclose(metrics.ccc(x, y), _ccc(x, y), rtol=1e-4)
+  s = metrics.RegressionStats.from_batch(x[:70], y[:70]).merge(
+      metrics.RegressionStats.from_batch(x[70:], y[70:])).compute()
+  np.testing.assert_allclose(s["pcc"], stats.pearsonr(x, y)[0], rtol=1e-4)
+  np.testing.assert_allclose(s["mse"], np.mean((x - y) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(s["ccc"], _ccc(x, y), rtol=1e-3)
+
+
+def test_masked_equals_subset():
+  rng = np.random.default_rng(3)
+  x, y = rng.normal(size=(2, 64)).astype(np.float32)
+  mask = rng.random(64) > 0.4
+  for fn in (metrics.mse, metrics.pearson, metrics.ccc, metrics.aan_loss):
+    np.testing.assert_allclose(jax.jit(fn)(x, y, mask), fn(x[mask], y[mask]), rtol=1e-5)
+  # Padding values never leak in.
+  x2 = np.where(mask, x, 1e6).astype(np.float32)
+  np.testing.assert_allclose(metrics.pearson(x2, y, mask), metrics.pearson(x, y, mask), rtol=1e-5)
+
+
+def test_loss_finite_on_constant_predictions():
+  y = jnp.linspace(-1, 1, 30)
+  pred = jnp.zeros(30)
+  loss, grad = jax.value_and_grad(metrics.aan_loss)(pred, y)
+  assert np.isfinite(loss) and np.all(np.isfinite(grad))
+  np.testing.assert_allclose(loss, np.mean(np.asarray(y) ** 2) + 1.0, rtol=1e-6)
+  # Both sides constant, and an all-masked batch.
+  assert np.isfinite(metrics.aan_loss(jnp.ones(5), jnp.ones(5)))
+  assert np.isfinite(metrics.aan_loss(pred, y, jnp.zeros(30)))
+  g = jax.grad(metrics.aan_loss)(jnp.ones(5), jnp.ones(5))
+  assert np.all(np.isfinite(g))
+
+
+def test_loss_rewards_correlation():
+  y = jnp.linspace(-1, 1, 30)
+  assert metrics.aan_loss(0.5 * y, y) < metrics.aan_loss(-0.5 * y, y)
