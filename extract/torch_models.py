@@ -1,0 +1,217 @@
+"""ResNet-50 (torchvision), FlowNetS's contracting part and VGGish in PyTorch, with batch APIs."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from extract import weights as weights_lib
+
+
+def torch_device(device: str) -> torch.device:
+  if device.startswith("cuda") and not torch.cuda.is_available():
+    raise ValueError(f"device {device!r}: torch sees no CUDA GPU")
+  return torch.device(device)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+  """Random init from a fixed seed without touching the caller's global RNG."""
+  with torch.random.fork_rng(devices=[]):
+    torch.manual_seed(seed)
+    yield
+
+
+def _load_into(model: nn.Module, state: dict, path, feature: str, prefixes=None):
+  """Loads `state` into `model`, failing clearly on any missing or mis-shaped array."""
+  own = model.state_dict()
+  if prefixes is not None:  # keep only the part of a larger network that this module holds
+    state = {k: v for k, v in state.items() if k.split(".")[0] in prefixes}
+  missing = [k for k in own if k not in state]
+  unexpected = [k for k in state if k not in own]
+  bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+  if missing or unexpected or bad:
+    raise ValueError(f"{path}: does not fit the {feature} model (missing {missing[:3]}, "
+                     f"unexpected {unexpected[:3]}, wrong shape {bad[:3]}); is it "
+                     f"{weights_lib.WEIGHT_FILES[feature].filename}?")
+  model.load_state_dict(state)
+
+
+class _TorchExtractor:
+  name: str
+  dim: int
+  batch_size = 32
+
+  def _setup(self, model: nn.Module, weights: str, device: str, load):
+    if weights == "pretrained":
+      path = weights_lib.resolve(self.name)
+      load(model, weights_lib.load_torch_state_dict(path, self.name), path)
+      self.weights_info = weights_lib.describe(self.name, path)
+    else:
+      self.weights_info = {"mode": "random", "seed": 0}
+    self.device = torch_device(device)
+    self.model = model.eval().to(self.device)
+
+  def _run(self, x: np.ndarray) -> np.ndarray:
+    """Runs the model on a float32 NCHW array in batches; returns float32 numpy."""
+    outs = []
+    with torch.inference_mode():
+      for s in range(0, len(x), self.batch_size):
+        xb = torch.from_numpy(x[s:s + self.batch_size]).to(self.device)
+        outs.append(self.model(xb).float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
+
+
+def _segment_means(vectors: np.ndarray, counts: Sequence[int], dim: int) -> np.ndarray:
+  out = np.full((len(counts), dim), np.nan, np.float32)
+  ends = np.cumsum(counts)
+  for i, (n, e) in enumerate(zip(counts, ends)):
+    if n:
+      out[i] = vectors[e - n:e].mean(0)
+  return out
+
+
+class ResNet50Extractor(_TorchExtractor):
+  """ImageNet ResNet-50 without its classifier: 2048-d per frame, mean over a segment's frames."""
+  name, dim = "resnet50", 2048
+  MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
+  STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+
+  def __init__(self, weights: str = "pretrained", device: str = "cpu"):
+    import torchvision
+    with _seeded(0):
+      model = torchvision.models.resnet50(weights=None)
+    model.fc = nn.Identity()
+
+    def load(m, state, path):
+      state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+      _load_into(m, state, path, "resnet50")
+    self._setup(model, weights, device, load)
+
+  def frames(self, frames: np.ndarray) -> np.ndarray:
+    x = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return self._run((x - self.MEAN) / self.STD)
+
+  def segments(self, segments: Sequence[np.ndarray]) -> np.ndarray:
+    counts = [len(s) for s in segments]
+    if not sum(counts):
+      return np.full((len(segments), self.dim), np.nan, np.float32)
+    return _segment_means(self.frames(np.concatenate(segments)), counts, self.dim)
+
+
+def _conv(cin, cout, k=3, stride=1, batch_norm=False):
+  layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=not batch_norm)]
+  if batch_norm:
+    layers.append(nn.BatchNorm2d(cout))
+  layers.append(nn.LeakyReLU(0.1))
+  return nn.Sequential(*layers)
+
+
+class FlowNetSEncoder(nn.Module):
+  """FlowNetS up to conv6_1 (1024 channels); names match FlowNetPytorch's state_dict."""
+  LAYERS = ("conv1", "conv2", "conv3", "conv3_1", "conv4", "conv4_1", "conv5", "conv5_1",
+            "conv6", "conv6_1")
+
+  def __init__(self, batch_norm: bool = False):
+    super().__init__()
+    spec = [(6, 64, 7, 2), (64, 128, 5, 2), (128, 256, 5, 2), (256, 256, 3, 1), (256, 512, 3, 2),
+            (512, 512, 3, 1), (512, 512, 3, 2), (512, 512, 3, 1), (512, 1024, 3, 2),
+            (1024, 1024, 3, 1)]
+    for name, (cin, cout, k, s) in zip(self.LAYERS, spec):
+      setattr(self, name, _conv(cin, cout, k, s, batch_norm))
+
+  def forward(self, x):
+    for name in self.LAYERS:
+      x = getattr(self, name)(x)
+    return x.mean(dim=(2, 3))  # global average over the conv6_1 map
+
+
+class FlowNetExtractor(_TorchExtractor):
+  """FlowNetS (Flying Chairs) contracting part on consecutive frame pairs, mean over pairs."""
+  name, dim = "flownet", 1024
+  batch_size = 16
+  # FlowNetPytorch's input transform: pixels / 255 minus this per-channel RGB mean.
+  MEAN = np.array([0.411, 0.432, 0.45], np.float32).reshape(1, 3, 1, 1)
+
+  def __init__(self, weights: str = "pretrained", device: str = "cpu"):
+    state, path = None, None
+    if weights == "pretrained":
+      path = weights_lib.resolve("flownet")
+      state = weights_lib.load_torch_state_dict(path, "flownet")
+    batch_norm = state is not None and "conv1.1.running_mean" in state  # flownets_bn checkpoint
+    with _seeded(0):
+      model = FlowNetSEncoder(batch_norm)
+
+    def load(m, _, path):
+      _load_into(m, state, path, "flownet", prefixes=set(FlowNetSEncoder.LAYERS))
+    if weights == "pretrained":
+      load(model, state, path)
+      self.weights_info = weights_lib.describe("flownet", path)
+      self.device = torch_device(device)
+      self.model = model.eval().to(self.device)
+    else:
+      self._setup(model, weights, device, load)
+
+  def segments(self, segments: Sequence[np.ndarray]) -> np.ndarray:
+    """Pairs (frame i, frame i+1) within each segment; a one-frame segment is paired with itself."""
+    pairs, counts = [], []
+    for s in segments:
+      x = s.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - self.MEAN
+      if len(x) == 1:
+        x = np.concatenate([x, x])
+      pairs.append(np.concatenate([x[:-1], x[1:]], axis=1) if len(x) else x[:0])
+      counts.append(max(len(x) - 1, 0))
+    if not sum(counts):
+      return np.full((len(segments), self.dim), np.nan, np.float32)
+    return _segment_means(self._run(np.concatenate(pairs)), counts, self.dim)
+
+
+class VGGishNet(nn.Module):
+  """VGGish up to its 128-d embedding (ReLU output); names match torchvggish's state_dict."""
+
+  def __init__(self):
+    super().__init__()
+    layers, cin = [], 1
+    for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M"):
+      if v == "M":
+        layers.append(nn.MaxPool2d(2, 2))
+      else:
+        layers += [nn.Conv2d(cin, v, 3, 1, 1), nn.ReLU()]
+        cin = v
+    self.features = nn.Sequential(*layers)
+    self.embeddings = nn.Sequential(nn.Linear(512 * 4 * 6, 4096), nn.ReLU(),
+                                    nn.Linear(4096, 4096), nn.ReLU(),
+                                    nn.Linear(4096, 128), nn.ReLU())
+
+  def forward(self, x):  # x: (N, 1, 96, 64) log-mel patches
+    x = self.features(x)
+    # Flatten in (H, W, C) order: the weights were ported from TF, which flattens NHWC.
+    x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+    return self.embeddings(x)
+
+
+class VGGishExtractor(_TorchExtractor):
+  """VGGish (AudioSet) raw embedding per 0.96 s example, mean over a segment's examples."""
+  name, dim = "vggish", 128
+  batch_size = 64
+
+  def __init__(self, weights: str = "pretrained", device: str = "cpu"):
+    with _seeded(0):
+      model = VGGishNet()
+
+    def load(m, state, path):  # torchvggish ships the PCA separately; drop it if bundled
+      _load_into(m, {k: v for k, v in state.items() if not k.startswith("pproc")}, path, "vggish")
+    self._setup(model, weights, device, load)
+
+  def segments(self, audio_segments: Sequence[np.ndarray]) -> np.ndarray:
+    from extract import audio
+    examples = [audio.vggish_examples(a) for a in audio_segments]
+    counts = [len(e) for e in examples]
+    if not sum(counts):
+      return np.full((len(examples), self.dim), np.nan, np.float32)
+    x = np.concatenate(examples)[:, None].astype(np.float32)
+    return _segment_means(self._run(x), counts, self.dim)
