@@ -55,14 +55,19 @@ def _attention(num_heads: int, rate: float, name: str) -> nn.MultiHeadDotProduct
 
 
 class Residual(nn.Module):
-  """Norm-first residual sublayer: x + dropout(sublayer(LayerNorm(x)))."""
+  """Residual sublayer: norm-first x + dropout(sublayer(LayerNorm(x))) as released, or
+  post-norm LayerNorm(x + dropout(sublayer(x))) as the paper's text describes."""
   dropout: float = 0.1
+  norm_first: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, sublayer: Callable[[jax.Array], jax.Array],
                deterministic: bool) -> jax.Array:
-    y = sublayer(TorchLayerNorm(name="norm")(x))
-    return x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
+    norm = TorchLayerNorm(name="norm")
+    drop = nn.Dropout(self.dropout)
+    if self.norm_first:
+      return x + drop(sublayer(norm(x)), deterministic=deterministic)
+    return norm(x + drop(sublayer(x), deterministic=deterministic))
 
 
 class EncoderLayer(nn.Module):
@@ -106,3 +111,27 @@ def sinusoidal_positions(length: int, width: int) -> jax.Array:
   pe = pe.at[:, 0::2].set(jnp.sin(pos * div))
   pe = pe.at[:, 1::2].set(jnp.cos(pos * div[: width // 2]))
   return pe
+
+
+class DecoderLayer(nn.Module):
+  """Masked self-attention, attention to the memory, feed-forward; norm-first residuals."""
+  num_heads: int = 2
+  dropout: float = 0.1
+  attention_dropout: float = 0.1
+  ffn: str = "relu"
+  norm_first: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, memory: jax.Array, self_mask: jax.Array,
+               memory_mask: jax.Array, deterministic: bool) -> jax.Array:
+    self_attn = _attention(self.num_heads, self.attention_dropout, "self_attn")
+    cross_attn = _attention(self.num_heads, self.attention_dropout, "cross_attn")
+    ff = FeedForward(self.ffn, self.dropout, name="ff")
+    x = Residual(self.dropout, self.norm_first, name="sub_self")(
+        x, lambda y: self_attn(y, y, mask=self_mask, deterministic=deterministic),
+        deterministic)
+    x = Residual(self.dropout, self.norm_first, name="sub_cross")(
+        x, lambda y: cross_attn(y, memory, mask=memory_mask, deterministic=deterministic),
+        deterministic)
+    return Residual(self.dropout, self.norm_first, name="sub_ff")(
+        x, lambda y: ff(y, deterministic), deterministic)

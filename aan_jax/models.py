@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aan_jax.features import FEATURE_DIMS, FEATURES, canonical_modalities
-from aan_jax.layers import Encoder
+from aan_jax.layers import DecoderLayer, Encoder, TorchLayerNorm, sinusoidal_positions
 
 
 def check_features(features: Mapping[str, jax.Array], modalities: Sequence[str]) -> tuple:
@@ -94,3 +94,126 @@ class FeatureAAN(nn.Module):
     """Zeros of the right shapes, for `init`."""
     return {m: jnp.zeros((batch, FEATURE_DIMS[m]), jnp.float32)
             for m in canonical_modalities(self.modalities)}
+
+
+class TemporalAAN(nn.Module):
+  """Temporal AttendAffectNet: a decoder over a window of L consecutive segments.
+
+  Call: `model.apply(variables, features, targets_in, segment_mask=None,
+  deterministic=True)` with `features[m]` of shape (batch, L, dim), `targets_in` (batch, L)
+  the previous scalar outputs (position 0 holds `start_value`; see `shift_targets`), and
+  `segment_mask` (batch, L), False on padding at a movie's start. Returns (batch, L): the
+  output for every position; sequence-to-one training uses the last one.
+
+  Segment side: each modality -> Dense(d_model), concatenated (d_model x modalities) plus
+  the sinusoidal positional encoding. Target side: each previous scalar duplicated to that
+  width (no embedding table, no parameters) plus the same encoding.
+  With `feature_layers > 0` each segment's modality tokens first pass through a Feature
+  AAN encoder shared across time (the Feature+Temporal AAN).
+
+  `norm_first=True` (default) uses the released code's norm-first sublayers. Note: a
+  LayerNorm is blind to adding the same value to every element, so with norm-first
+  sublayers the duplicated scalar on the target side (c * ones) is removed by every norm
+  and the previous outputs cannot change any output; only the positional encoding of the
+  target side is seen. `norm_first=False` gives the post-norm sublayers the paper's text
+  describes ("a residual connection followed by a layer normalization"), in which the
+  previous outputs do reach the attention, and the autoregressive loop matters.
+  """
+  modalities: Sequence[str] = FEATURES
+  d_model: int = 8
+  num_heads: int = 2
+  num_layers: int = 6
+  dropout: float = 0.5
+  attention_dropout: float = 0.1
+  output_dropout: float = 0.5
+  ffn: str = "relu"
+  start_value: float = 0.0
+  feature_layers: int = 0       # > 0: Feature+Temporal AAN
+  feature_dropout: float = 0.1  # dropout inside the per-segment feature encoder
+  norm_first: bool = True       # decoder sublayers; see the class docstring
+
+  @property
+  def width(self) -> int:
+    return self.d_model * len(canonical_modalities(self.modalities))
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, jax.Array], targets_in: jax.Array,
+               segment_mask: jax.Array | None = None, deterministic: bool = True):
+    tokens = ModalityTokens(self.modalities, self.d_model, name="tokens")(features)
+    if tokens.ndim != 4:
+      raise ValueError(
+          f"TemporalAAN wants features of shape (batch, L, dim); got {tokens.shape[:-2]} "
+          "leading axes")
+    b, length, m, d = tokens.shape
+    if targets_in.shape != (b, length):
+      raise ValueError(f"targets_in has shape {targets_in.shape}; expected {(b, length)}")
+    if self.feature_layers:
+      tokens = Encoder(self.feature_layers, self.num_heads, self.feature_dropout,
+                       self.feature_dropout, self.ffn, name="feature_encoder")(
+                           tokens.reshape(b * length, m, d), deterministic
+                       ).reshape(b, length, m, d)
+    pe = sinusoidal_positions(length, m * d)
+    memory = tokens.reshape(b, length, m * d) + pe
+    # The duplicated-scalar output embedding: no parameters on the target side.
+    x = jnp.repeat(jnp.asarray(targets_in, jnp.float32)[..., None], m * d, axis=-1) + pe
+    if segment_mask is None:
+      segment_mask = jnp.ones((b, length), bool)
+    valid = jnp.asarray(segment_mask, bool)
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    self_mask = (causal[None] & valid[:, None, :])[:, None]   # (b, 1, L, L)
+    memory_mask = jnp.broadcast_to(valid[:, None, None, :], (b, 1, length, length))
+    for i in range(self.num_layers):
+      x = DecoderLayer(self.num_heads, self.dropout, self.attention_dropout, self.ffn,
+                       self.norm_first, name=f"layer_{i}")(
+                           x, memory, self_mask, memory_mask, deterministic)
+    if self.norm_first:  # post-norm layers already end in a LayerNorm
+      x = TorchLayerNorm(name="norm")(x)
+    x = nn.Dropout(self.output_dropout)(x, deterministic=deterministic)
+    return nn.Dense(1, name="head")(x)[..., 0]
+
+  def dummy_inputs(self, batch: int = 1, length: int = 5):
+    """Zeros of the right shapes, for `init`: (features, targets_in)."""
+    feats = {m: jnp.zeros((batch, length, FEATURE_DIMS[m]), jnp.float32)
+             for m in canonical_modalities(self.modalities)}
+    return feats, jnp.zeros((batch, length), jnp.float32)
+
+
+class FeatureTemporalAAN(TemporalAAN):
+  """Feature+Temporal AAN: the Feature AAN encoder per segment, then the temporal decoder."""
+  feature_layers: int = 6
+
+
+def shift_targets(targets: jax.Array, segment_mask: jax.Array | None,
+                  start_value: float = 0.0) -> jax.Array:
+  """Teacher-forcing inputs: position t holds targets[t-1], or the start value where
+  t is the first real position of the window (t = 0, or the previous one is padding)."""
+  targets = jnp.asarray(targets, jnp.float32)
+  prev = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+  if segment_mask is None:
+    has_prev = jnp.arange(targets.shape[1]) > 0
+  else:
+    m = jnp.asarray(segment_mask, bool)
+    has_prev = jnp.concatenate([jnp.zeros_like(m[:, :1]), m[:, :-1]], axis=1)
+  return jnp.where(has_prev, prev, start_value)
+
+
+def autoregressive_predict(model: TemporalAAN, variables, features: Mapping[str, jax.Array],
+                           segment_mask: jax.Array | None = None) -> jax.Array:
+  """Evaluation as the paper does it: start from the start value, predict position 0,
+  feed it back as the input of position 1, ..., one position at a time.
+
+  A fixed-shape buffer and `lax.fori_loop`, so it jit-compiles once per shape and can be
+  vmapped over folds. Returns (batch, L) outputs; the last is the window's prediction.
+  """
+  first = next(iter(features.values()))
+  b, length = first.shape[0], first.shape[1]
+  if segment_mask is None:
+    segment_mask = jnp.ones((b, length), bool)
+
+  def step(p, outputs):
+    targets_in = shift_targets(outputs, segment_mask, model.start_value)
+    y = model.apply(variables, features, targets_in, segment_mask, deterministic=True)
+    # Position p only sees inputs up to p, which are final by now: keep its output.
+    return outputs.at[:, p].set(y[:, p])
+
+  return jax.lax.fori_loop(0, length, step, jnp.zeros((b, length), jnp.float32))
