@@ -136,40 +136,65 @@ class TemporalAAN(nn.Module):
   def width(self) -> int:
     return self.d_model * len(canonical_modalities(self.modalities))
 
-  @nn.compact
+  def setup(self):
+    # setup (not compact) so that `encode` and `decode` are separate methods: the
+    # autoregressive loop encodes the segments once and re-runs only the decoder.
+    self.tokens = ModalityTokens(self.modalities, self.d_model)
+    if self.feature_layers:
+      self.feature_encoder = Encoder(self.feature_layers, self.num_heads,
+                                     self.feature_dropout, self.feature_dropout, self.ffn)
+    self.layers = [DecoderLayer(self.num_heads, self.dropout, self.attention_dropout,
+                                self.ffn, self.norm_first) for _ in range(self.num_layers)]
+    if self.norm_first:  # post-norm layers already end in a LayerNorm
+      self.norm = TorchLayerNorm()
+    self.out_dropout = nn.Dropout(self.output_dropout)
+    self.head = nn.Dense(1)
+
   def __call__(self, features: Mapping[str, jax.Array], targets_in: jax.Array,
                segment_mask: jax.Array | None = None, deterministic: bool = True):
-    tokens = ModalityTokens(self.modalities, self.d_model, name="tokens")(features)
-    if tokens.ndim != 4:
+    memory = self.encode(features, deterministic)
+    return self.decode(memory, targets_in, segment_mask, deterministic)
+
+  def encode(self, features: Mapping[str, jax.Array], deterministic: bool = True):
+    """The segment side: (batch, L, width) with the positional encoding added."""
+    vectors = self.segment_vectors(features, deterministic)
+    if vectors.ndim != 3:
       raise ValueError(
-          f"TemporalAAN wants features of shape (batch, L, dim); got {tokens.shape[:-2]} "
+          f"TemporalAAN wants features of shape (batch, L, dim); got {vectors.shape[:-1]} "
           "leading axes")
-    b, length, m, d = tokens.shape
+    length, width = vectors.shape[-2:]
+    return vectors + sinusoidal_positions(length, width)
+
+  def segment_vectors(self, features: Mapping[str, jax.Array], deterministic: bool = True):
+    """Each segment's concatenated (and, with feature_layers, self-attended) modality
+    tokens, (..., width), before the positional encoding: per segment, not per window."""
+    tokens = self.tokens(features)
+    lead, (m, d) = tokens.shape[:-2], tokens.shape[-2:]
+    if self.feature_layers:
+      tokens = self.feature_encoder(tokens.reshape(-1, m, d), deterministic)
+    return tokens.reshape(lead + (m * d,))
+
+  def decode(self, memory: jax.Array, targets_in: jax.Array,
+             segment_mask: jax.Array | None = None, deterministic: bool = True):
+    """The decoder over the target side given the encoded segments: (batch, L)."""
+    b, length, width = memory.shape
     if targets_in.shape != (b, length):
       raise ValueError(f"targets_in has shape {targets_in.shape}; expected {(b, length)}")
-    if self.feature_layers:
-      tokens = Encoder(self.feature_layers, self.num_heads, self.feature_dropout,
-                       self.feature_dropout, self.ffn, name="feature_encoder")(
-                           tokens.reshape(b * length, m, d), deterministic
-                       ).reshape(b, length, m, d)
-    pe = sinusoidal_positions(length, m * d)
-    memory = tokens.reshape(b, length, m * d) + pe
     # The duplicated-scalar output embedding: no parameters on the target side.
-    x = jnp.repeat(jnp.asarray(targets_in, jnp.float32)[..., None], m * d, axis=-1) + pe
+    x = jnp.repeat(jnp.asarray(targets_in, jnp.float32)[..., None], width, axis=-1)
+    x = x + sinusoidal_positions(length, width)
     if segment_mask is None:
       segment_mask = jnp.ones((b, length), bool)
     valid = jnp.asarray(segment_mask, bool)
     causal = jnp.tril(jnp.ones((length, length), bool))
     self_mask = (causal[None] & valid[:, None, :])[:, None]   # (b, 1, L, L)
     memory_mask = jnp.broadcast_to(valid[:, None, None, :], (b, 1, length, length))
-    for i in range(self.num_layers):
-      x = DecoderLayer(self.num_heads, self.dropout, self.attention_dropout, self.ffn,
-                       self.norm_first, name=f"layer_{i}")(
-                           x, memory, self_mask, memory_mask, deterministic)
-    if self.norm_first:  # post-norm layers already end in a LayerNorm
-      x = TorchLayerNorm(name="norm")(x)
-    x = nn.Dropout(self.output_dropout)(x, deterministic=deterministic)
-    return nn.Dense(1, name="head")(x)[..., 0]
+    for layer in self.layers:
+      x = layer(x, memory, self_mask, memory_mask, deterministic)
+    if self.norm_first:
+      x = self.norm(x)
+    x = self.out_dropout(x, deterministic=deterministic)
+    return self.head(x)[..., 0]
 
   def dummy_inputs(self, batch: int = 1, length: int = 5):
     """Zeros of the right shapes, for `init`: (features, targets_in)."""
@@ -205,15 +230,44 @@ def autoregressive_predict(model: TemporalAAN, variables, features: Mapping[str,
   A fixed-shape buffer and `lax.fori_loop`, so it jit-compiles once per shape and can be
   vmapped over folds. Returns (batch, L) outputs; the last is the window's prediction.
   """
-  first = next(iter(features.values()))
-  b, length = first.shape[0], first.shape[1]
+  memory = model.apply(variables, features, method=TemporalAAN.encode)  # once, not per step
   if segment_mask is None:
-    segment_mask = jnp.ones((b, length), bool)
+    segment_mask = jnp.ones(memory.shape[:2], bool)
+  return _autoregress(model, variables, memory, jnp.asarray(segment_mask, bool))
+
+
+def _autoregress(model, variables, memory, segment_mask):
+  b, length = memory.shape[0], memory.shape[1]
 
   def step(p, outputs):
     targets_in = shift_targets(outputs, segment_mask, model.start_value)
-    y = model.apply(variables, features, targets_in, segment_mask, deterministic=True)
+    y = model.apply(variables, memory, targets_in, segment_mask, method=TemporalAAN.decode)
     # Position p only sees inputs up to p, which are final by now: keep its output.
     return outputs.at[:, p].set(y[:, p])
 
   return jax.lax.fori_loop(0, length, step, jnp.zeros((b, length), jnp.float32))
+
+
+def window_indices(num_segments: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+  """For each segment, the indices of the L segments ending at it (S, L), and a mask
+  that is False on the positions before the movie's start (padding)."""
+  idx = np.arange(num_segments)[:, None] - (length - 1) + np.arange(length)[None]
+  return np.clip(idx, 0, None), idx >= 0
+
+
+def predict_movie(model: TemporalAAN, variables, features: Mapping[str, jax.Array],
+                  length: int, valid: jax.Array | None = None) -> jax.Array:
+  """Autoregressive prediction for every segment of one movie: (S,).
+
+  features[m]: (S, dim) per segment. Segment vectors are computed once per segment and
+  gathered into windows (not recomputed per window); each window ending at segment s
+  predicts s. `valid` (S,) marks real segments (False on padding after a movie's end).
+  """
+  vectors = model.apply(variables, features, method=TemporalAAN.segment_vectors)
+  s, width = vectors.shape
+  idx, mask = window_indices(s, length)
+  memory = vectors[idx] + sinusoidal_positions(length, width)
+  mask = jnp.asarray(mask)
+  if valid is not None:
+    mask = mask & jnp.asarray(valid, bool)[idx]
+  return _autoregress(model, variables, memory, mask)[:, -1]

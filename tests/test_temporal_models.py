@@ -106,13 +106,13 @@ def test_duplicated_scalar_embedding_feeds_the_decoder(norm_first):
   model, variables, feats, targets = _setup(norm_first=norm_first)
   # No parameters on the target side: the only top-level parameters are the segment
   # projections, the decoder layers, the final norm (norm-first) and the output layer.
-  assert set(variables["params"]) == {"tokens", "layer_0", "layer_1", "head"} | (
+  assert set(variables["params"]) == {"tokens", "layers_0", "layers_1", "head"} | (
       {"norm"} if norm_first else set())
   tin = models.shift_targets(targets, None)
   seen = {}
 
   def capture(next_fun, args, kwargs, context):
-    if isinstance(context.module, DecoderLayer) and context.module.name == "layer_0":
+    if isinstance(context.module, DecoderLayer) and context.module.name == "layers_0":
       seen["x"] = args[0]
     return next_fun(*args, **kwargs)
 
@@ -136,3 +136,21 @@ def test_bad_shapes_are_named():
     model.apply(variables, feats, targets[:, :4])
   with pytest.raises(ValueError, match=r"\(batch, L, dim\)"):
     model.apply(variables, {m: x[:, 0] for m, x in feats.items()}, targets)
+
+
+@pytest.mark.parametrize("cls", [models.TemporalAAN, models.FeatureTemporalAAN])
+def test_predict_movie_equals_windows_evaluated_one_by_one(cls):
+  model, variables, _, _ = _setup(cls, norm_first=False)
+  rng = np.random.default_rng(5)
+  movie = {m: rng.normal(size=(9, d)).astype(np.float32)
+           for m, d in (("vggish", 128), ("emobase2010", 1582))}
+  got = jax.jit(lambda v, f: models.predict_movie(model, v, f, 5))(variables, movie)
+  assert got.shape == (9,)
+  for s in (0, 2, 4, 8):  # windows at the start are padded on the left
+    lo = max(0, s - 4)
+    pad = 5 - (s + 1 - lo)
+    feats = {m: np.concatenate([np.zeros((pad, x.shape[1]), np.float32), x[lo:s + 1]])[None]
+             for m, x in movie.items()}
+    mask = (np.arange(5) >= pad)[None]
+    want = models.autoregressive_predict(model, variables, feats, mask)[0, -1]
+    np.testing.assert_allclose(got[s], want, atol=1e-5)
