@@ -103,10 +103,33 @@ def _flatten(tree, prefix=()):
   return {prefix: tree}
 
 
+def variable_shapes() -> dict:
+  """ShapeDtypeStructs of the module's variables (traced abstractly: nothing is compiled)."""
+  return jax.eval_shape(I3D().init, jax.random.PRNGKey(0), jnp.zeros((1, 2, 32, 32, 3)))
+
+
 def init_random(seed: int = 0) -> dict:
-  """Random variables of the right shapes (tests only); BatchNorm stats are mean 0, var 1."""
-  model = I3D()
-  return jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 2, 32, 32, 3)))
+  """Random variables of the right shapes (tests only); BatchNorm stats are mean 0, var 1.
+
+  Drawn with numpy from the shapes rather than by `I3D().init`, whose compilation of the whole
+  3D network takes about a minute on a CPU.
+  """
+  rng = np.random.RandomState(seed)
+  flat = _flatten(variable_shapes())
+  out: dict = {}
+  for path in sorted(flat):
+    shape = flat[path].shape
+    if path[-1] == "kernel":
+      a = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+    elif path[-1] == "var":
+      a = np.ones(shape)
+    else:  # bias, mean
+      a = np.zeros(shape)
+    d = out
+    for k in path[:-1]:
+      d = d.setdefault(k, {})
+    d[path[-1]] = jnp.asarray(a, jnp.float32)
+  return out
 
 
 def variables_from_checkpoint(raw: dict, name: str = "i3d weights") -> dict:
@@ -117,7 +140,7 @@ def variables_from_checkpoint(raw: dict, name: str = "i3d weights") -> dict:
   """
   if not isinstance(raw, dict) or set(raw) != {"params", "batch_stats"}:
     raise ValueError(f"{name}: expected a dict with 'params' and 'batch_stats'")
-  want = _flatten(jax.eval_shape(lambda: init_random()))
+  want = _flatten(variable_shapes())
   got = {}
   for col in ("params", "batch_stats"):
     for path, a in _flatten(raw[col], (col,)).items():

