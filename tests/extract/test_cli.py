@@ -33,7 +33,7 @@ def test_extract_file_all_five_random_weights_deterministic(media_dir):
 def test_missing_audio_error_or_nan(media_dir, tmp_path):
   with pytest.raises(extract.MediaError, match="silent.mp4: has no audio stream.*--missing-audio"):
     extract.extract_file(media_dir / "silent.mp4", segmentation="fixed:1", features="audio")
-  r = extract.extract_file(media_dir / "silent.mp4", segmentation="fixed:1",
+  r = extract.extract_file(media_dir / "silent.mp4", segmentation="subsegments:3x2",
                            features="resnet50,vggish", weights="random", missing_audio="nan")
   assert np.isnan(r["vggish"]).all() and np.isfinite(r["resnet50"]).all()
   assert json.loads(r["metadata"])["nan_features"] == ["vggish"]
