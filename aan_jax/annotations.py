@@ -16,6 +16,9 @@ import math
 import os
 import pathlib
 import re
+import subprocess
+import sys
+import tempfile
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -481,22 +484,42 @@ def weights_mode() -> str:
 
 # ---- feature sources and per-movie example generation (also run by Beam workers) ----
 
-def load_or_extract(source, segmentation: str, features: Sequence[str] = FEATURES) -> dict:
-  """Features of one video: read from an extractor `.npz`, or extracted from the video."""
+def load_or_extract(source, segmentation: str, features: Sequence[str] = FEATURES,
+                    cache_dir=None) -> dict:
+  """Features of one video: read from an extractor `.npz`, or extracted from the video.
+
+  Extraction runs `python -m extract` in a child process: torch (via triton) crashes when
+  loaded into a process that already holds TensorFlow, as `tfds build` does. Its output
+  stays in cache_dir/<segmentation>/<stem>.npz, which the extractor reuses when the
+  video's sha256 and the options match, so other configs and re-builds do not extract again.
+  """
   path = pathlib.Path(source)
   if path.suffix.lower() == ".npz":
     return read_features_npz(path, features)
-  try:
-    import extract  # pylint: disable=import-outside-toplevel
-    extract_file = extract.extract_file
-  except (ImportError, AttributeError) as e:
+  weights = weights_mode()
+  if cache_dir is None:
+    cache_dir = tempfile.mkdtemp(prefix="aan_jax_features_")
+  out = pathlib.Path(cache_dir) / re.sub(r"\W+", "_", segmentation)
+  cmd = [sys.executable, "-m", "extract", str(path), "--out", str(out),
+         "--segmentation", segmentation, "--features", ",".join(features),
+         "--weights", weights, "--no-progress"]
+  log.info("extracting %s: %s", path, " ".join(cmd))
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  target = out / f"{path.stem}.npz"
+  if proc.returncode != 0 or not target.is_file():
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     raise CorpusFileError(
-        f"{path}: building from videos needs the extractor (`pip install 'aan-jax[extract]'`; "
-        f"{e}). Or extract features first with `python -m extract` and put the .npz files "
-        f"in features/.") from None
-  arrays = extract_file(str(path), segmentation=segmentation, features=tuple(features),
-                        device="cpu", weights=weights_mode())
-  return validate_features(arrays, path, features)
+        f"{path}: feature extraction failed (exit {proc.returncode}): {' | '.join(tail)}. "
+        f"Run `{' '.join(cmd)}` to see the full error; the extractor needs "
+        f"`pip install 'aan-jax[extract]'`.")
+  feats = read_features_npz(target, features)
+  meta = feats.get("metadata") or {}
+  got = {f: (meta.get("weights", {}).get(f) or {}).get("mode") for f in features}
+  # openSMILE has no weights ("none"); every learned extractor must match the request.
+  if any(m in ("pretrained", "random") and m != weights for m in got.values()):
+    raise CorpusFileError(f"{target}: extracted with weights {got}, expected {weights}; "
+                          f"delete it and build again")
+  return feats
 
 
 def cognimuse_movie_examples(task: dict) -> Iterator[tuple[int, dict]]:
@@ -504,7 +527,7 @@ def cognimuse_movie_examples(task: dict) -> Iterator[tuple[int, dict]]:
 
   task: movie, source (.npz or video), annotations (list of trace files), features.
   """
-  feats = load_or_extract(task["source"], "fixed:5", task["features"])
+  feats = load_or_extract(task["source"], "fixed:5", task["features"], task.get("cache_dir"))
   traces = [read_trace(p) for p in task["annotations"]]
   trace = mean_trace(traces)
   arousal, valence, keep = label_segments(trace, feats, task["source"])

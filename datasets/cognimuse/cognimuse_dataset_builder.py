@@ -132,6 +132,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     tasks = self._tasks(pathlib.Path(dl_manager.manual_dir))
+    # Features extracted from videos are cached next to TFDS's downloads, so building
+    # the other config (or re-running after a failure) does not extract again.
+    cache = pathlib.Path(dl_manager.download_dir) / "aan_jax_features"
+    for t in tasks:
+      t["cache_dir"] = str(cache)
     videos = [t["movie"] for t in tasks if not t["source"].endswith(".npz")]
     self.info.metadata.update({
         "annotation": self.builder_config.annotation,

@@ -24,3 +24,41 @@ def hide_gpus():
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError:
     pass
+
+
+def write_video(path, seconds: float, fps: int = 25, width: int = 32, height: int = 32):
+  """A tiny moving-gradient video with a 440 Hz tone (PyAV), for builds from video."""
+  import fractions  # pylint: disable=import-outside-toplevel
+  import av  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rate = 16000
+  with av.open(str(path), "w") as c:
+    vs = c.add_stream("libx264", rate=fps)
+    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+    vs.options = {"threads": "1"}  # deterministic bytes, so cached features match
+    aus = c.add_stream("aac", rate=rate)
+    aus.layout = "mono"
+    for i in range(int(round(seconds * fps))):
+      x = ((np.arange(width)[None, :] + 5 * i) % 256).astype(np.uint8)
+      img = np.broadcast_to(x, (height, width))
+      frame = av.VideoFrame.from_ndarray(np.stack([img, img.T[:height, :width], 255 - img], -1),
+                                         format="rgb24")
+      frame.pts = i
+      frame.time_base = fractions.Fraction(1, fps)
+      for p in vs.encode(frame):
+        c.mux(p)
+    for p in vs.encode():
+      c.mux(p)
+    n = int(seconds * rate)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)
+    for s in range(0, n, 1024):
+      frame = av.AudioFrame.from_ndarray(tone[None, s:s + 1024], format="fltp", layout="mono")
+      frame.sample_rate = rate
+      frame.pts = s
+      for p in aus.encode(frame):
+        c.mux(p)
+    for p in aus.encode():
+      c.mux(p)
+  return path

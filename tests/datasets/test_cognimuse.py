@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import pathlib
 import re
 import shutil
 import tempfile
+import unittest
 from unittest import mock
 
 import numpy as np
@@ -65,6 +68,68 @@ class CognimuseBeamTest(tfds.testing.DatasetBuilderTestCase):
                                 _beam_download_config)
     patcher.start()
     self.patchers.append(patcher)
+
+
+@functools.lru_cache(maxsize=None)
+def video_manual_dir() -> pathlib.Path:
+  """Once per session: two 5-s videos (BMI, LOR) and one .npz (GLA), with CSV annotations.
+
+  Extraction (random weights) is the slow part (~30-60 s per video here), so every test
+  that builds from these videos shares this folder and its feature cache.
+  """
+  root = pathlib.Path(tempfile.mkdtemp(prefix="cognimuse_videos_"))
+  atexit.register(shutil.rmtree, root, ignore_errors=True)
+  _builders.write_video(root / "2001BMI" / "BMI.mp4", 5.0)
+  _builders.write_video(root / "videos" / "LOR.mp4", 5.0)
+  dummy.write_csv(root / "annotations" / "BMI.csv", 125, seed=1)
+  dummy.write_csv(root / "annotations" / "LOR.csv", 126, seed=2)
+  dummy.write_features(root / "features" / "GLA.npz", 2, seed=3)
+  dummy.write_csv(root / "annotations" / "GLA.csv", 250, seed=3)
+  return root
+
+
+def _needs_extractor():
+  try:
+    import extract  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    return extract.extract_file
+  except (ImportError, AttributeError) as e:
+    raise unittest.SkipTest(f"the extractor is not available ({e})")
+
+
+class CognimuseVideoTest(tfds.testing.DatasetBuilderTestCase):
+  """Videos (BMI, LOR; features extracted during the build, random weights) next to a .npz."""
+  DATASET_CLASS = cognimuse.Builder
+  SPLITS = {"BMI": 1, "LOR": 1, "GLA": 2}
+  SKIP_CHECKSUMS = True
+  BUILDER_CONFIG_NAMES_TO_TEST = ["intended"]
+
+  @classmethod
+  def setUpClass(cls):
+    _needs_extractor()
+    cls._env = mock.patch.dict(os.environ, {"AAN_JAX_EXTRACT_WEIGHTS": "random"})
+    cls._env.start()
+    super().setUpClass()
+
+  @classmethod
+  def tearDownClass(cls):
+    super().tearDownClass()
+    cls._env.stop()
+
+  @property
+  def dummy_data(self):  # generated per session instead of dummy_data/ (memoized upstream)
+    return tfds.core.Path(video_manual_dir())
+
+  def _download_and_prepare_as_dataset(self, builder):
+    super()._download_and_prepare_as_dataset(builder)
+    cache = list((video_manual_dir() / "aan_jax_features").glob("*/*.npz"))
+    assert sorted(p.name[:3] for p in cache) == ["BMI", "LOR"]  # extracted once per video
+    corpus = aan_data.load_tfds("cognimuse", data_dir=builder.data_dir_root)
+    assert corpus.info["metadata"]["extract_weights"] == "random"
+    assert corpus.info["metadata"]["extracted_from_video"] == ["BMI", "LOR"]
+    assert corpus.movies == ("BMI", "LOR", "GLA")
+    assert corpus.mask.tolist() == [[True, False], [True, False], [True, True]]
+    for f, v in corpus.features.items():
+      assert np.isfinite(v).all() and np.abs(v[:2, 0]).sum() > 0, f
 
 
 def _build(manual_dir, data_dir, config="intended"):
