@@ -20,6 +20,7 @@ stopping and checkpoint machinery below never looks inside a model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -222,14 +223,131 @@ def _tree_where(cond, new, old):
   return jax.tree.map(pick, new, old)
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Everything static about the compiled program; equal plans share one compilation."""
+  config_json: str
+  num_movies: int
+  num_segments: int
+  batch: int
+  steps: int
+  n_valid: int
+
+  @functools.cached_property
+  def config(self):
+    return ml_collections.ConfigDict(json.loads(self.config_json))
+
+  @functools.cached_property
+  def parts(self):
+    """(model spec, module, optimizer, early-stopping mode)."""
+    spec = get_model_spec(self.config.model)
+    return (spec, spec.build(self.config), optax.adam(self.config.learning_rate),
+            early_stopping_mode(self.config))
+
+
+def _epoch_impl(plan: Plan, state, data, runs, key):
+  """One epoch for every run that has not stopped; then its early-stopping update."""
+  spec, module, tx, mode = plan.parts
+  epoch = state["epoch"]
+  k_perm, k_drop = jax.random.split(jax.random.fold_in(key, epoch))
+  s, b, steps = plan.num_segments, plan.batch, plan.steps
+  valid = data["mask"].reshape(-1)
+  # Valid rows first, in random order; padded rows sort last and are never used.
+  order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_perm, valid.shape), 2.0))
+  pad = steps * b - order.shape[0]
+  if pad > 0:
+    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
+  order = order[:steps * b].reshape(steps, b)
+  real = (jnp.arange(steps * b) < plan.n_valid).reshape(steps, b)
+  active = ~state["stopped"]
+
+  def step(carry, xs):
+    params, opt_state = carry
+    rows, row_ok, i = xs
+    movie, seg = rows // s, rows % s
+    inputs = spec.batch_inputs(module, data, movie, seg)  # gathered once for all runs
+    y_all = data["targets"][:, movie, seg]
+
+    def one(params, opt_state, target, train_weight, fold_id, act):
+      w = train_weight[movie] * row_ok
+      y = y_all[target]
+      k = jax.random.fold_in(jax.random.fold_in(k_drop, i), fold_id)
+      loss_fn = lambda p: metrics.aan_loss(
+          spec.train_predict(module, p, inputs, target, k), y, w)
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, new_opt = tx.update(grads, opt_state, params)
+      new_params = optax.apply_updates(params, updates)
+      # A stopped run keeps its parameters and optimizer state untouched.
+      return (_tree_where(act, new_params, params), _tree_where(act, new_opt, opt_state),
+              loss)
+
+    params, opt_state, loss = jax.vmap(one)(
+        params, opt_state, runs["target"], runs["train_weight"], runs["fold_id"], active)
+    return (params, opt_state), loss
+
+  (params, opt_state), losses = jax.lax.scan(
+      step, (state["params"], state["opt_state"]), (order, real, jnp.arange(steps)))
+  train_loss = jnp.mean(losses, axis=0)
+
+  if mode == "off":
+    val = jnp.full_like(train_loss, jnp.nan)
+    improved = active
+  else:
+    def evaluate(params, movie, target):
+      pred = spec.predict_movie(module, params, data, movie, target)
+      return metrics.aan_loss(pred, data["targets"][target, movie], data["mask"][movie])
+    val = jax.vmap(evaluate)(params, runs["eval_movie"], runs["target"])
+    improved = active & (val < state["best_loss"])
+  bad = jnp.where(improved, 0, state["bad_epochs"] + active.astype(jnp.int32))
+  stopped = state["stopped"]
+  if mode != "off":
+    stopped = stopped | (bad >= plan.config.patience)
+  return {
+      "params": params, "opt_state": opt_state,
+      "best_params": _tree_where(improved, params, state["best_params"]),
+      "best_loss": jnp.where(improved, val, state["best_loss"]),
+      "best_epoch": jnp.where(improved, epoch, state["best_epoch"]),
+      "bad_epochs": bad, "stopped": stopped,
+      "epochs_trained": state["epochs_trained"] + active.astype(jnp.int32),
+      "train_loss": state["train_loss"].at[:, epoch].set(jnp.where(active, train_loss, jnp.nan)),
+      "val_loss": state["val_loss"].at[:, epoch].set(jnp.where(active, val, jnp.nan)),
+      "epoch": epoch + 1,
+  }
+
+
+def _chunk_impl(plan: Plan, state, data, runs, key, end_epoch):
+  """Epochs until `end_epoch` or until every run has stopped."""
+  cond = lambda st: (st["epoch"] < end_epoch) & ~jnp.all(st["stopped"])
+  return jax.lax.while_loop(cond, lambda st: _epoch_impl(plan, st, data, runs, key), state)
+
+
+# Looked up at call time (not bound here) so that tests can count traces of _chunk_impl.
+_chunk = jax.jit(lambda *a: _chunk_impl(*a), static_argnums=0, donate_argnums=1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(plan: Plan, key, fold_id):
+  spec, module, tx, _ = plan.parts
+  def one(f):
+    params = spec.init(module, jax.random.fold_in(key, f))
+    return params, tx.init(params)
+  return jax.vmap(one)(fold_id)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(plan: Plan, params, data, runs):
+  spec, module, _, _ = plan.parts
+  return jax.vmap(lambda p, mv, t: spec.predict_movie(module, p, data, mv, t))(
+      params, runs["held_out"], runs["target"])
+
+
 class Engine:
-  """Compiled training of all runs over one corpus; holds no mutable training state."""
+  """Training of all runs over one corpus; the compiled programs are shared by plan."""
 
   def __init__(self, corpus: Corpus, config, runs: Runs | None = None):
     self.config = config
-    self.spec = get_model_spec(config.model)
-    self.module = self.spec.build(config)
     self.mode = early_stopping_mode(config)
+    get_model_spec(config.model)
     targets = tuple(config.targets)
     for t in targets:
       if t not in corpus.targets:
@@ -242,12 +360,12 @@ class Engine:
       raise ValueError(f"corpus {corpus.name!r} lacks feature {missing[0]!r}; "
                        f"it has {sorted(corpus.features)}")
     m, s = corpus.mask.shape
-    self.num_movies, self.num_segments = m, s
     self.runs = runs if runs is not None else make_runs(m, len(targets), config)
-    self.batch = shared_batch_size(config.batch_size, m, config)
-    self.n_valid = int(corpus.mask.sum())
-    self.steps = math.ceil(self.n_valid / self.batch)
-    self.tx = optax.adam(config.learning_rate)
+    batch = shared_batch_size(config.batch_size, m, config)
+    n_valid = int(corpus.mask.sum())
+    cfg = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "max_devices")}
+    self.plan = Plan(json.dumps(cfg, sort_keys=True, default=list), m, s, batch,
+                     math.ceil(n_valid / batch), n_valid)
     self.mesh = self._mesh(len(self.runs))
     rep = NamedSharding(self.mesh, P())
     self.run_sharding = NamedSharding(self.mesh, P("runs"))
@@ -259,10 +377,7 @@ class Engine:
     self.run_arrays = jax.device_put(
         {f.name: getattr(self.runs, f.name) for f in dataclasses.fields(Runs)},
         self.run_sharding)
-    base = jax.random.key(config.seed)
-    self._init_key, self._train_key = jax.random.split(base)
-    self._chunk = jax.jit(self._chunk_impl, donate_argnums=0)
-    self._predict = jax.jit(self._predict_impl)
+    self._init_key, self._train_key = jax.random.split(jax.random.key(config.seed))
 
   def _mesh(self, num_runs: int) -> Mesh:
     devices = jax.local_devices()
@@ -276,15 +391,18 @@ class Engine:
   def num_devices(self) -> int:
     return self.mesh.devices.size
 
-  # -- state
+  @property
+  def batch(self) -> int:
+    return self.plan.batch
+
+  @property
+  def steps(self) -> int:
+    return self.plan.steps
 
   def init_state(self) -> dict:
     """Fresh parameters, optimizer and early-stopping state for every run."""
-    def one(fold_id):
-      params = self.spec.init(self.module, jax.random.fold_in(self._init_key, fold_id))
-      return params, self.tx.init(params)
     r, e = len(self.runs), self.config.num_epochs
-    params, opt = jax.jit(jax.vmap(one))(jnp.asarray(self.runs.fold_id))
+    params, opt = _init(self.plan, self._init_key, jnp.asarray(self.runs.fold_id))
     state = {
         # best_params is a copy: the state is donated, and a buffer may not be donated twice.
         "params": params, "opt_state": opt, "best_params": jax.tree.map(jnp.copy, params),
@@ -304,98 +422,14 @@ class Engine:
     return {k: jax.tree.map(lambda _: rep if k == "epoch" else self.run_sharding, v)
             for k, v in state.items()}
 
-  # -- compiled code
-
-  def _epoch_impl(self, state, data, runs):
-    """One epoch for every run that has not stopped; then its early-stopping update."""
-    epoch = state["epoch"]
-    key = jax.random.fold_in(self._train_key, epoch)
-    k_perm, k_drop = jax.random.split(key)
-    m, s, b = self.num_movies, self.num_segments, self.batch
-    valid = data["mask"].reshape(-1)
-    # Valid rows first, in random order; padded rows sort last and are never used.
-    order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_perm, valid.shape), 2.0))
-    pad = self.steps * b - order.shape[0]
-    if pad > 0:
-      order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
-    order = order[:self.steps * b].reshape(self.steps, b)
-    real = (jnp.arange(self.steps * b) < self.n_valid).reshape(self.steps, b)
-    active = ~state["stopped"]
-    spec, module, tx = self.spec, self.module, self.tx
-
-    def step(carry, xs):
-      params, opt_state = carry
-      rows, row_ok, i = xs
-      movie, seg = rows // s, rows % s
-      inputs = spec.batch_inputs(module, data, movie, seg)  # gathered once for all runs
-      y_all = data["targets"][:, movie, seg]
-
-      def one(params, opt_state, target, train_weight, fold_id, act):
-        w = train_weight[movie] * row_ok
-        y = y_all[target]
-        k = jax.random.fold_in(jax.random.fold_in(k_drop, i), fold_id)
-        loss_fn = lambda p: metrics.aan_loss(
-            spec.train_predict(module, p, inputs, target, k), y, w)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, new_opt = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        # A stopped run keeps its parameters and optimizer state untouched.
-        return (_tree_where(act, new_params, params), _tree_where(act, new_opt, opt_state),
-                loss)
-
-      params, opt_state, loss = jax.vmap(one)(
-          params, opt_state, runs["target"], runs["train_weight"], runs["fold_id"], active)
-      return (params, opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(
-        step, (state["params"], state["opt_state"]),
-        (order, real, jnp.arange(self.steps)))
-    train_loss = jnp.mean(losses, axis=0)
-
-    if self.mode == "off":
-      val = jnp.full_like(train_loss, jnp.nan)
-      improved = active
-    else:
-      def evaluate(params, movie, target):
-        pred = spec.predict_movie(module, params, data, movie, target)
-        return metrics.aan_loss(pred, data["targets"][target, movie], data["mask"][movie])
-      val = jax.vmap(evaluate)(params, runs["eval_movie"], runs["target"])
-      improved = active & (val < state["best_loss"])
-    bad = jnp.where(improved, 0, state["bad_epochs"] + active.astype(jnp.int32))
-    stopped = state["stopped"]
-    if self.mode != "off":
-      stopped = stopped | (bad >= self.config.patience)
-    return {
-        "params": params, "opt_state": opt_state,
-        "best_params": _tree_where(improved, params, state["best_params"]),
-        "best_loss": jnp.where(improved, val, state["best_loss"]),
-        "best_epoch": jnp.where(improved, epoch, state["best_epoch"]),
-        "bad_epochs": bad, "stopped": stopped,
-        "epochs_trained": state["epochs_trained"] + active.astype(jnp.int32),
-        "train_loss": state["train_loss"].at[:, epoch].set(
-            jnp.where(active, train_loss, jnp.nan)),
-        "val_loss": state["val_loss"].at[:, epoch].set(jnp.where(active, val, jnp.nan)),
-        "epoch": epoch + 1,
-    }
-
-  def _chunk_impl(self, state, data, runs, end_epoch):
-    """Epochs until `end_epoch` or until every run has stopped."""
-    cond = lambda st: (st["epoch"] < end_epoch) & ~jnp.all(st["stopped"])
-    body = lambda st: self._epoch_impl(st, data, runs)
-    return jax.lax.while_loop(cond, body, state)
-
-  def _predict_impl(self, params, data, runs):
-    return jax.vmap(lambda p, mv, t: self.spec.predict_movie(self.module, p, data, mv, t))(
-        params, runs["held_out"], runs["target"])
-
-  # -- driving
-
   def run_chunk(self, state, end_epoch: int):
-    return self._chunk(state, self.data, self.run_arrays, jnp.int32(end_epoch))
+    """Trains from state["epoch"] to `end_epoch` (or until every run stopped)."""
+    return _chunk(self.plan, state, self.data, self.run_arrays, self._train_key,
+                  jnp.int32(end_epoch))
 
   def predict_held_out(self, state) -> np.ndarray:
     """(R, S) predictions of each run's best parameters on its held-out movie."""
-    return np.asarray(self._predict(state["best_params"], self.data, self.run_arrays))
+    return np.asarray(_predict(self.plan, state["best_params"], self.data, self.run_arrays))
 
 
 # ------------------------------------------------------------------------ checkpoints
