@@ -131,6 +131,7 @@ class TemporalAAN(nn.Module):
   feature_layers: int = 0       # > 0: Feature+Temporal AAN
   feature_dropout: float = 0.1  # dropout inside the per-segment feature encoder
   norm_first: bool = True       # decoder sublayers; see the class docstring
+  window: int = 5               # L, segments per window (5 COGNIMUSE, 4 EIMT16)
 
   @property
   def width(self) -> int:
@@ -196,8 +197,9 @@ class TemporalAAN(nn.Module):
     x = self.out_dropout(x, deterministic=deterministic)
     return self.head(x)[..., 0]
 
-  def dummy_inputs(self, batch: int = 1, length: int = 5):
+  def dummy_inputs(self, batch: int = 1, length: int | None = None):
     """Zeros of the right shapes, for `init`: (features, targets_in)."""
+    length = length or self.window
     feats = {m: jnp.zeros((batch, length, FEATURE_DIMS[m]), jnp.float32)
              for m in canonical_modalities(self.modalities)}
     return feats, jnp.zeros((batch, length), jnp.float32)
@@ -256,13 +258,14 @@ def window_indices(num_segments: int, length: int) -> tuple[np.ndarray, np.ndarr
 
 
 def predict_movie(model: TemporalAAN, variables, features: Mapping[str, jax.Array],
-                  length: int, valid: jax.Array | None = None) -> jax.Array:
+                  length: int | None = None, valid: jax.Array | None = None) -> jax.Array:
   """Autoregressive prediction for every segment of one movie: (S,).
 
   features[m]: (S, dim) per segment. Segment vectors are computed once per segment and
   gathered into windows (not recomputed per window); each window ending at segment s
   predicts s. `valid` (S,) marks real segments (False on padding after a movie's end).
   """
+  length = length or model.window
   vectors = model.apply(variables, features, method=TemporalAAN.segment_vectors)
   s, width = vectors.shape
   idx, mask = window_indices(s, length)
