@@ -9,6 +9,8 @@ import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 from unittest import mock
@@ -237,3 +239,31 @@ def test_movie_without_annotation_is_skipped_with_reason(tmp_path, caplog):
     builder = _build(manual, tmp_path / "data")
   assert list(builder.info.splits.keys()) == ["BMI"]
   assert "GLA" in caplog.text and "no intended annotation" in caplog.text
+
+
+def test_end_to_end_videos_to_tfds_build_to_loo_results(tmp_path):
+  """Tiny videos + CSVs -> `tfds build` -> `python -m experiments.cognimuse_loo` -> results.json."""
+  _needs_extractor()
+  if not (_builders.ROOT / "experiments" / "cognimuse_loo.py").is_file():
+    pytest.skip("experiments/cognimuse_loo.py is not in the tree yet")
+  manual = video_manual_dir()
+  env = dict(os.environ, AAN_JAX_EXTRACT_WEIGHTS="random", CUDA_VISIBLE_DEVICES="")
+  tfds_cli = pathlib.Path(sys.executable).with_name("tfds")
+  # --download_dir=manual: reuse the features the video test case extracted (same cache).
+  build = subprocess.run(
+      [str(tfds_cli), "build", str(_builders.DATASETS / "cognimuse"), "--config=intended",
+       f"--manual_dir={manual}",
+       f"--data_dir={tmp_path / 'data'}", f"--download_dir={manual}"],
+      capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+  assert build.returncode == 0, build.stderr[-3000:]
+  run = subprocess.run(
+      [sys.executable, "-m", "experiments.cognimuse_loo", f"--config.data_dir={tmp_path / 'data'}",
+       f"--workdir={tmp_path / 'work'}", "--config.num_epochs=2", "--config.patience=2",
+       "--config.plots=False"],
+      capture_output=True, text=True, env=env, cwd=_builders.ROOT, check=False)
+  assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
+  results = json.loads((tmp_path / "work" / "results.json").read_text())
+  assert results["dataset"] == "cognimuse"
+  text = json.dumps(results)
+  for movie in ("BMI", "LOR", "GLA"):
+    assert movie in text
