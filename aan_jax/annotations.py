@@ -536,3 +536,73 @@ def cognimuse_movie_examples(task: dict) -> Iterator[tuple[int, dict]]:
         f"{task['source']}: no 5-s segment is covered by the annotation {trace.source}.")
   yield from iter_segment_examples(task["movie"], feats, arousal, valence, keep,
                                    task["features"])
+
+
+def excerpt_examples(task: dict) -> Iterator[tuple[int, dict]]:
+  """One example per LIRIS-ACCEDE excerpt: features (dim,) or (parts, dim), its labels."""
+  feats = load_or_extract(task["source"], task["segmentation"], task["features"],
+                          task.get("cache_dir"))
+  parts = task["parts"]
+  n = len(feats["start_s"])
+  if n != parts:
+    raise CorpusFileError(
+        f"{task['source']}: has {n} segments; this config expects {parts} "
+        f"(extract it with --segmentation {task['segmentation']}).")
+  ex = {f: (feats[f][0] if parts == 1 else feats[f]) for f in task["features"]}
+  ex.update(valence=float(task["valence"]), arousal=float(task["arousal"]),
+            excerpt=task["name"])
+  yield task["key"], ex
+
+
+def window_examples(task: dict) -> Iterator[tuple[int, dict]]:
+  """10-s windows every 5 s of one long movie (MediaEval 2017/2018) with their labels."""
+  feats = load_or_extract(task["source"], "sliding:10:5", task["features"],
+                          task.get("cache_dir"))
+  start = feats["start_s"].astype(np.float64)
+  end = feats["end_s"].astype(np.float64)
+  if task["kind"] == "mediaeval2017":
+    va = read_mediaeval_windows(task["valence_arousal"])
+    by_start = {round(float(s), 1): i for i, s in enumerate(va["start_s"])}
+    fear = read_mediaeval_fear(task["fear"]) if task.get("fear") else None
+    fear_by_start = ({round(float(s), 1): int(v) for s, v in zip(fear["start_s"], fear["fear"])}
+                     if fear is not None else {})
+    rows = [by_start.get(round(float(s), 1)) for s in start]
+    missing = sum(r is None for r in rows)
+    if missing:
+      log.warning("%s: %d of %d windows have no annotation row (by start time) and are "
+                  "skipped", task["source"], missing, len(rows))
+    arousal = np.array([va["arousal"][r] if r is not None else np.nan for r in rows])
+    valence = np.array([va["valence"][r] if r is not None else np.nan for r in rows])
+    keep = np.array([r is not None for r in rows])
+    fear_lab = np.array([fear_by_start.get(round(float(s), 1), -1) for s in start])
+  else:
+    trace = read_mediaeval18_seconds(task["valence_arousal"])
+    secs = trace.time_s
+    keep = end <= secs[-1] + 1 + 1e-6
+    arousal = np.array([trace.arousal[(secs >= s) & (secs < e)].mean() if k else np.nan
+                        for s, e, k in zip(start, end, keep)])
+    valence = np.array([trace.valence[(secs >= s) & (secs < e)].mean() if k else np.nan
+                        for s, e, k in zip(start, end, keep)])
+    if task.get("fear"):
+      iv = read_fear_intervals(task["fear"])
+      fear_lab = np.array([int(np.any((iv[:, 0] < e) & (iv[:, 1] > s))) for s, e in zip(start, end)])
+    else:
+      fear_lab = np.full(len(start), -1)
+  keep &= np.isfinite(arousal) & np.isfinite(valence)
+  idx = 0
+  for i in np.flatnonzero(keep):
+    ex = {f: feats[f][i] for f in task["features"]}
+    ex.update(arousal=float(arousal[i]), valence=float(valence[i]), fear=int(fear_lab[i]),
+              movie=task["movie"], segment_index=idx, start_s=float(start[i]),
+              end_s=float(end[i]))
+    yield idx, ex
+    idx += 1
+
+
+def index_files(root, suffixes: Sequence[str]) -> dict[str, pathlib.Path]:
+  """{stem: path} of every file under root with one of the suffixes (first found wins)."""
+  out: dict[str, pathlib.Path] = {}
+  for p in _walk_files(pathlib.Path(root)):
+    if p.suffix.lower() in suffixes:
+      out.setdefault(p.stem, p)
+  return out
