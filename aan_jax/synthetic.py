@@ -4,8 +4,8 @@ Twelve movies (the COGNIMUSE codes) x `segments_per_movie` 5-s segments x the fi
 features. Each movie has a slowly varying latent state (an AR(1) process, so curves
 look like annotation curves) and a movie-level latent. Features are noisy linear
 images of both plus a per-movie nuisance shift; arousal and valence are nonlinear
-functions of a few latent directions plus a per-movie offset, so a held-out movie is
-learnable from the features, but not trivially.
+functions of a few latent directions plus a per-movie offset that the features show
+only in part, so a held-out movie is learnable from the features, but not trivially.
 """
 
 from __future__ import annotations
@@ -46,16 +46,17 @@ def make_corpus(segments_per_movie: int = 360, seed: int = 0,
   for name in MOVIES[:num_movies]:
     z = _ar1(rng, s, _LATENT, rho=0.92)
     u = rng.standard_normal(2).astype(np.float32)  # movie-level mood, seen in the features
+    w = rng.standard_normal(2).astype(np.float32)  # movie-level offset the features never show
     mv = {}
     for m in FEATURES:
       d = FEATURE_DIMS[m]
       nuisance = 0.3 * rng.standard_normal(d).astype(np.float32)  # unrelated to targets
-      noise = 0.5 * rng.standard_normal((s, d), dtype=np.float32)
+      noise = 1.0 * rng.standard_normal((s, d), dtype=np.float32)
       mv[m] = z @ proj[m] + 0.5 * (u @ movie_dir[m]) + nuisance + noise
-    a = 0.55 * np.tanh(z[:, 0] + 0.6 * z[:, 1] * z[:, 2]) + 0.25 * u[0]
-    v = 0.55 * np.tanh(z[:, 3] - 0.5 * z[:, 4] ** 2 + 0.4) + 0.25 * u[1]
-    mv["arousal"] = np.clip(a + 0.05 * rng.standard_normal(s), -1, 1).astype(np.float32)
-    mv["valence"] = np.clip(v + 0.05 * rng.standard_normal(s), -1, 1).astype(np.float32)
+    a = 0.55 * np.tanh(z[:, 0] + 0.6 * z[:, 1] * z[:, 2]) + 0.3 * u[0] + 0.15 * w[0]
+    v = 0.55 * np.tanh(z[:, 3] - 0.5 * z[:, 4] ** 2 + 0.4) + 0.3 * u[1] + 0.15 * w[1]
+    mv["arousal"] = np.clip(a + 0.1 * rng.standard_normal(s), -1, 1).astype(np.float32)
+    mv["valence"] = np.clip(v + 0.1 * rng.standard_normal(s), -1, 1).astype(np.float32)
     mv["start_s"] = np.arange(s, dtype=np.float32) * 5.0
     movies[name] = mv
   return Corpus.from_movies("synthetic", movies, info={

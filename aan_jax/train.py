@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.checkpoint_every = 10       # epochs per compiled chunk (checkpoint + progress)
   c.max_devices = 0             # 0: all local devices
+  # Threefry draws the same dropout masks for a run whichever runs train with it; "rbg"
+  # made a 12-fold CPU step ~25% faster here, but its draws change under vmap.
+  c.prng_impl = "threefry2x32"
   return c
 
 
@@ -377,7 +380,8 @@ class Engine:
     self.run_arrays = jax.device_put(
         {f.name: getattr(self.runs, f.name) for f in dataclasses.fields(Runs)},
         self.run_sharding)
-    self._init_key, self._train_key = jax.random.split(jax.random.key(config.seed))
+    self._init_key, self._train_key = jax.random.split(
+        jax.random.key(config.seed, impl=config.prng_impl))
 
   def _mesh(self, num_runs: int) -> Mesh:
     devices = jax.local_devices()

@@ -70,8 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic = ml_collections.ConfigDict()
   c.synthetic.segments_per_movie = 360
   c.synthetic.seed = 0
-  c.synthetic.num_epochs = 25   # keeps the README demo under two minutes on 2 cores
-  c.synthetic.patience = 8
+  c.synthetic.num_movies = 12
+  c.synthetic.num_epochs = 12   # keeps the README demo under two minutes on 2 cores
+  c.synthetic.patience = 4
   c.plots = True
   return c
 
@@ -96,7 +97,8 @@ def load_corpus(config):
   """The corpus for `config.dataset`; a clear message if COGNIMUSE is not built."""
   if config.dataset == "synthetic":
     from aan_jax import synthetic
-    return synthetic.make_corpus(config.synthetic.segments_per_movie, config.synthetic.seed)
+    return synthetic.make_corpus(config.synthetic.segments_per_movie, config.synthetic.seed,
+                                 config.synthetic.num_movies)
   data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
   try:
     from aan_jax import data
@@ -146,7 +148,10 @@ class _Progress:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates, prints the table; writes results.json and plots to `workdir`."""
   import jax
+  from absl import logging
   from aan_jax import plots, report, train
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
   t0 = time.time()
   config = resolve(config)
