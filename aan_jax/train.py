@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_layers = 6
   c.ffn = "auto"                # auto: the released variant for the modality set
   c.seed = 0
-  c.checkpoint_every = 10       # epochs per compiled chunk (checkpoint + progress)
+  c.checkpoint_every = 5        # epochs per compiled chunk (checkpoint + progress)
   c.max_devices = 0             # 0: all local devices
   # Threefry draws the same dropout masks for a run whichever runs train with it; "rbg"
   # made a 12-fold CPU step ~25% faster here, but its draws change under vmap.
