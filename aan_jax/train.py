@@ -63,12 +63,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_heads = 2
   c.num_layers = 6
   c.ffn = "auto"                # auto: the released variant for the modality set
+  # Temporal models only:
+  c.window = 5                  # segments per window (5 COGNIMUSE, 4 EIMT16)
+  c.norm_first = True           # released layout; False: post-norm as the paper's text
+  c.feature_dropout = 0.1       # Feature+Temporal: dropout inside the feature encoder
   c.seed = 0
   c.checkpoint_every = 5        # epochs per compiled chunk (checkpoint + progress)
   c.max_devices = 0             # 0: all local devices
-  # Threefry draws the same dropout masks for a run whichever runs train with it; "rbg"
-  # made a 12-fold CPU step ~25% faster here, but its draws change under vmap.
-  c.prng_impl = "threefry2x32"
+  # hash32 (aan_jax.prng): a cheap counter-based PRNG; like threefry2x32 it draws the same
+  # dropout masks for a run whichever runs train with it ("rbg" does not under vmap), and
+  # it made a 12-fold CPU step ~2x faster and compiles in half the time (DESIGN.md).
+  c.prng_impl = "hash32"
   return c
 
 
@@ -147,6 +152,65 @@ def _feature_aan_predict(module, params, data, movie, target):
 register_model("feature_aan", ModelSpec(
     _feature_aan_build, _feature_aan_init, _feature_aan_inputs, _feature_aan_train,
     _feature_aan_predict, label="Feature AAN"))
+
+
+# Temporal AAN and Feature+Temporal AAN: each training example is the window of the last
+# `window` segments of a movie ending at the target segment (padded and masked at the
+# movie's start, never mixed across movies), trained sequence-to-one with teacher forcing
+# (loss on the last position only); evaluation re-feeds the model's own outputs.
+
+
+def _temporal_build(config, feature_layers: int):
+  from aan_jax import models  # pylint: disable=g-import-not-at-top
+  return models.TemporalAAN(
+      modalities=canonical_modalities(config.modalities), d_model=config.d_model,
+      num_heads=config.num_heads, num_layers=config.num_layers, dropout=config.dropout,
+      attention_dropout=config.dropout, output_dropout=config.dropout,
+      ffn="relu" if config.ffn == "auto" else config.ffn, norm_first=config.norm_first,
+      window=config.window, feature_layers=feature_layers,
+      feature_dropout=config.feature_dropout)
+
+
+def _temporal_init(module, key):
+  return module.init(key, *module.dummy_inputs(1))["params"]
+
+
+def _temporal_inputs(module, data, movie, seg):
+  length = module.window
+  idx = seg[:, None] - (length - 1) + jnp.arange(length)[None]   # (B, L)
+  pad = idx < 0
+  idx = jnp.maximum(idx, 0)
+  rows = movie[:, None]
+  valid = ~pad & data["mask"][rows, idx]
+  feats = {m: data["features"][m][rows, idx] for m in canonical_modalities(module.modalities)}
+  # Windows of every target: the inputs are shared by all runs; train_predict picks one.
+  return {"features": feats, "targets": data["targets"][:, rows, idx], "mask": valid}
+
+
+def _temporal_train(module, params, inputs, target, key):
+  from aan_jax import models  # pylint: disable=g-import-not-at-top
+  mask = inputs["mask"]
+  targets_in = models.shift_targets(inputs["targets"][target], mask, module.start_value)
+  out = module.apply({"params": params}, inputs["features"], targets_in, mask,
+                     deterministic=False, rngs={"dropout": key})
+  return out[:, -1]
+
+
+def _temporal_predict(module, params, data, movie, target):
+  from aan_jax import models  # pylint: disable=g-import-not-at-top
+  del target
+  feats = {m: data["features"][m][movie] for m in canonical_modalities(module.modalities)}
+  return models.predict_movie(module, {"params": params}, feats, module.window,
+                              valid=data["mask"][movie])
+
+
+register_model("temporal_aan", ModelSpec(
+    lambda c: _temporal_build(c, feature_layers=0), _temporal_init, _temporal_inputs,
+    _temporal_train, _temporal_predict, label="Temporal AAN"))
+# Feature+Temporal: the per-segment feature encoder has num_layers layers too.
+register_model("feature_temporal_aan", ModelSpec(
+    lambda c: _temporal_build(c, feature_layers=c.num_layers), _temporal_init,
+    _temporal_inputs, _temporal_train, _temporal_predict, label="Feature+Temporal AAN"))
 
 
 # ------------------------------------------------------------------------------- runs
@@ -344,6 +408,11 @@ def _predict(plan: Plan, params, data, runs):
       params, runs["held_out"], runs["target"])
 
 
+def _prng_impl(name: str):
+  from aan_jax import prng  # pylint: disable=g-import-not-at-top
+  return prng.HASH32 if name == "hash32" else name
+
+
 class Engine:
   """Training of all runs over one corpus; the compiled programs are shared by plan."""
 
@@ -381,7 +450,7 @@ class Engine:
         {f.name: getattr(self.runs, f.name) for f in dataclasses.fields(Runs)},
         self.run_sharding)
     self._init_key, self._train_key = jax.random.split(
-        jax.random.key(config.seed, impl=config.prng_impl))
+        jax.random.key(config.seed, impl=_prng_impl(config.prng_impl)))
 
   def _mesh(self, num_runs: int) -> Mesh:
     devices = jax.local_devices()

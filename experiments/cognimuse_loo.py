@@ -42,7 +42,13 @@ from absl import app, flags
 from ml_collections import config_dict, config_flags
 
 PRESETS = {  # used where num_epochs / patience are left unset (None)
-    "cognimuse": {"num_epochs": 500, "patience": 30},  # the paper's Feature AAN settings
+    "cognimuse": {"patience": 30},  # the paper's settings; epochs come with the model
+}
+# The paper's hyperparameters per model (section IV-B), used where left unset (None).
+MODEL_PRESETS = {
+    "feature_aan": {"learning_rate": 5e-4, "dropout": 0.1, "num_epochs": 500},
+    "temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
+    "feature_temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
 }
 
 BUILD_HINT = """\
@@ -67,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
   # None: the dataset's preset (COGNIMUSE: 500 epochs, patience 30; synthetic: below).
   c.num_epochs = config_dict.placeholder(int)
   c.patience = config_dict.placeholder(int)
+  # None: the model's paper value (Feature AAN 5e-4 / 0.1; Temporal models 1e-3 / 0.5).
+  c.learning_rate = config_dict.placeholder(float)
+  c.dropout = config_dict.placeholder(float)
   c.synthetic = ml_collections.ConfigDict()
   c.synthetic.segments_per_movie = 360
   c.synthetic.seed = 0
@@ -78,14 +87,17 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Fills unset num_epochs/patience from the dataset's preset; validates the dataset."""
+  """Fills unset settings from the dataset's and the model's presets; validates both."""
   config = config.copy_and_resolve_references()
+  if config.model not in MODEL_PRESETS:
+    raise ValueError(f"unknown model {config.model!r}; use one of {sorted(MODEL_PRESETS)}")
   if config.dataset == "synthetic":
     preset = {"num_epochs": config.synthetic.num_epochs, "patience": config.synthetic.patience}
   elif config.dataset == "cognimuse":
-    preset = PRESETS["cognimuse"]
+    preset = dict(PRESETS["cognimuse"])
   else:
     raise ValueError(f"unknown dataset {config.dataset!r}; use 'cognimuse' or 'synthetic'")
+  preset = {**MODEL_PRESETS[config.model], **preset}
   with config.unlocked():
     for k, v in preset.items():
       if config[k] is None:
