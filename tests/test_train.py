@@ -78,8 +78,9 @@ def test_all_folds_at_once_equal_each_fold_alone(corpus):
 def test_early_stopping_freezes_a_fold_at_its_best_epoch(corpus):
   # Held-out mode: the early-stopping loss is then measured on the very movie whose
   # predictions are returned, so they can be checked against the best epoch's loss.
+  # seed=1: a draw in which some folds stop early and others train on (checked below).
   cfg = tiny_config(num_epochs=12, patience=1, learning_rate=2e-2, checkpoint_every=12,
-                    early_stopping="held_out")
+                    early_stopping="held_out", seed=1)
   res = train.train_loo(corpus, cfg)
   assert res.early_stopping == "held_out"
   stopped = np.flatnonzero(res.epochs_trained < cfg.num_epochs)
@@ -152,7 +153,10 @@ SHARDED = textwrap.dedent("""
     c.max_devices = 1
     single = train.train_loo(corpus, c)
     assert single.num_devices == 1
-    np.testing.assert_allclose(sharded.predictions, single.predictions, rtol=1e-4, atol=1e-5)
+    # Matmuls split over devices round differently, and Adam amplifies that over the
+    # epochs (~1e-4 here; ~1e-6 with dropout off); other dropout masks or data than
+    # a run would draw alone change its predictions by far more (~0.1 and up).
+    np.testing.assert_allclose(sharded.predictions, single.predictions, rtol=1e-3, atol=3e-4)
     np.testing.assert_array_equal(sharded.best_epoch, single.best_epoch)
     print("SHARDED_OK")
 """)
