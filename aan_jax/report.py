@@ -10,7 +10,14 @@ import numpy as np
 
 from aan_jax.features import AUDIO_FEATURES, FEATURES, VIDEO_FEATURES, canonical_modalities
 
-MODEL_LABELS = {"feature_aan": "Feature AAN"}
+MODEL_LABELS = {"feature_aan": "Feature AAN", "temporal_aan": "Temporal AAN",
+                "feature_temporal_aan": "Feature+Temporal AAN"}
+
+# The paper's Table I (COGNIMUSE, leave one movie out, audio+video): (MSE, PCC).
+PAPER_COGNIMUSE = {
+    "feature_aan": {"arousal": (0.124, 0.630), "valence": (0.178, 0.572)},
+    "temporal_aan": {"arousal": (0.153, 0.551), "valence": (0.238, 0.319)},
+}
 
 
 def modality_label(modalities) -> str:
@@ -54,6 +61,29 @@ def format_table(summary: dict, model: str, modalities, dataset: str) -> str:
       row += f"{_f(pm['mse'], 14)}{_f(pm['pcc'], 8)}{pm['best_epoch'] + 1:>6d}"
       stop = pm["early_stopping_movie"]
     lines.append(row + f"{stop or '-':>12}")
+  return "\n".join(lines)
+
+
+def format_comparison(results: dict, modalities, dataset: str, paper: bool = False) -> str:
+  """Several models' pooled figures side by side (Table I's layout).
+
+  results: model name -> a results dict (as written to results.json). With `paper`, the
+  paper's own figures follow as reference rows (COGNIMUSE, audio+video only).
+  """
+  targets = ("arousal", "valence")
+  head = f"{'Model':<40}" + "".join(f"{t.capitalize() + ' MSE':>14}{'PCC':>8}" for t in targets)
+  labels = {r.get("early_stopping_label") for r in results.values()}
+  lines = [f"Leave one movie out on {dataset}; early stopping: {' / '.join(sorted(map(str, labels)))}",
+           "MSE and PCC over all held-out predictions pooled.", "", head, "-" * len(head)]
+  for model, r in results.items():
+    label = f"{MODEL_LABELS.get(model, model)} ({modality_label(modalities)})"
+    lines.append(f"{label:<40}" + "".join(
+        f"{_f(r[t]['mse'], 14)}{_f(r[t]['pcc'], 8)}" for t in targets))
+  if paper:
+    for model, figs in PAPER_COGNIMUSE.items():
+      label = f"paper: {MODEL_LABELS[model]} (audio+video)"
+      lines.append(f"{label:<40}" + "".join(
+          f"{_f(figs[t][0], 14)}{_f(figs[t][1], 8)}" for t in targets))
   return "\n".join(lines)
 
 

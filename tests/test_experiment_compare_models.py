@@ -1,0 +1,30 @@
+"""The three models side by side on a tiny synthetic corpus."""
+
+import json
+
+from experiments import compare_models
+
+
+def test_compare_models_prints_all_three_in_table_i_layout(tmp_path, capsys):
+  c = compare_models.get_config()
+  c.dataset = "synthetic"
+  c.synthetic.segments_per_movie = 10
+  c.synthetic.num_movies = 3
+  c.num_epochs = 1
+  c.patience = 1
+  c.num_layers = 1
+  c.modalities = "vggish"
+  c.batch_size = 6
+  c.plots = False
+  results = compare_models.run(c, str(tmp_path))
+  assert list(results) == ["feature_aan", "temporal_aan", "feature_temporal_aan"]
+  # Each model ran with its own paper hyperparameters.
+  assert results["feature_aan"]["config"]["learning_rate"] == 5e-4
+  assert results["temporal_aan"]["config"]["dropout"] == 0.5
+  table = capsys.readouterr().out.split("MSE and PCC over all held-out predictions pooled.")[-1]
+  for label in ("Feature AAN (vggish)", "Temporal AAN (vggish)", "Feature+Temporal AAN (vggish)"):
+    assert label in table
+  assert "paper:" not in table  # the paper's rows only for COGNIMUSE with all features
+  with open(tmp_path / "comparison.json") as f:
+    saved = json.load(f)
+  assert saved["temporal_aan"]["valence"]["mse"] == results["temporal_aan"]["valence"]["mse"]
