@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from aan_jax import metrics
@@ -328,32 +329,39 @@ def _epoch_impl(plan: Plan, state, data, runs, key):
   real = (jnp.arange(steps * b) < plan.n_valid).reshape(steps, b)
   active = ~state["stopped"]
 
+  # Parameters travel through the epoch as one flat vector per run, so that Adam and the
+  # stopped-run select are a few ops on one array rather than a few per leaf (~100 leaves
+  # of a few to a few thousand numbers); the optimizer state is kept flat throughout.
+  _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], state["params"]))
+
   def step(carry, xs):
-    params, opt_state = carry
+    flat, opt_state = carry
     rows, row_ok, i = xs
     movie, seg = rows // s, rows % s
     inputs = spec.batch_inputs(module, data, movie, seg)  # gathered once for all runs
     y_all = data["targets"][:, movie, seg]
 
-    def one(params, opt_state, target, train_weight, fold_id, act):
+    def one(flat, opt_state, target, train_weight, fold_id, act):
       w = train_weight[movie] * row_ok
       y = y_all[target]
       k = jax.random.fold_in(jax.random.fold_in(k_drop, i), fold_id)
       loss_fn = lambda p: metrics.aan_loss(
           spec.train_predict(module, p, inputs, target, k), y, w)
-      loss, grads = jax.value_and_grad(loss_fn)(params)
-      updates, new_opt = tx.update(grads, opt_state, params)
-      new_params = optax.apply_updates(params, updates)
+      loss, grads = jax.value_and_grad(loss_fn)(unravel(flat))
+      grads = ravel_pytree(grads)[0]
+      updates, new_opt = tx.update(grads, opt_state, flat)
+      new_flat = optax.apply_updates(flat, updates)
       # A stopped run keeps its parameters and optimizer state untouched.
-      return (_tree_where(act, new_params, params), _tree_where(act, new_opt, opt_state),
-              loss)
+      return (jnp.where(act, new_flat, flat), _tree_where(act, new_opt, opt_state), loss)
 
-    params, opt_state, loss = jax.vmap(one)(
-        params, opt_state, runs["target"], runs["train_weight"], runs["fold_id"], active)
-    return (params, opt_state), loss
+    flat, opt_state, loss = jax.vmap(one)(
+        flat, opt_state, runs["target"], runs["train_weight"], runs["fold_id"], active)
+    return (flat, opt_state), loss
 
-  (params, opt_state), losses = jax.lax.scan(
-      step, (state["params"], state["opt_state"]), (order, real, jnp.arange(steps)))
+  flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state["params"])
+  (flat, opt_state), losses = jax.lax.scan(
+      step, (flat, state["opt_state"]), (order, real, jnp.arange(steps)))
+  params = jax.vmap(unravel)(flat)
   train_loss = jnp.mean(losses, axis=0)
 
   if mode == "off":
@@ -397,7 +405,7 @@ def _init(plan: Plan, key, fold_id):
   spec, module, tx, _ = plan.parts
   def one(f):
     params = spec.init(module, jax.random.fold_in(key, f))
-    return params, tx.init(params)
+    return params, tx.init(ravel_pytree(params)[0])  # flat: see _epoch_impl
   return jax.vmap(one)(fold_id)
 
 

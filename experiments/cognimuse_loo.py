@@ -21,11 +21,15 @@ def _configure_xla() -> None:
 
   The model's tensors are tiny, so per-op overhead dominates and Eigen's intra-op
   thread pool costs more than it gains; one CPU device per core lets the run axis
-  (independent folds and targets) use the cores instead. Flags already in XLA_FLAGS win.
+  (independent folds and targets) use the cores instead. XLA's newer CPU fusion
+  emitters took twice as long to compile the training program (6.4 s vs 3.1 s, same
+  step time), so the classic ones are used. Flags already in XLA_FLAGS win.
   """
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_multi_thread_eigen" not in flags:
     flags += " --xla_cpu_multi_thread_eigen=false"
+  if "xla_cpu_use_fusion_emitters" not in flags:
+    flags += " --xla_cpu_use_fusion_emitters=false"
   if "xla_force_host_platform_device_count" not in flags:
     flags += f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
   os.environ["XLA_FLAGS"] = flags.strip()
