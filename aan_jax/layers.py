@@ -99,17 +99,17 @@ class Attention(nn.Module):
       k, v = jnp.split(inputs_kv @ w + b, 2, axis=-1)
     heads = lambda t: t.reshape(t.shape[:-1] + (h, dk))
     q, k, v = heads(q) / math.sqrt(dk), heads(k), heads(v)
-    # scores[..., i, j, head] = <q_i, k_j> for that head.
-    scores = jnp.einsum("...nhd,...mhd->...nmh", q, k)
+    # scores[..., head, i, j] = <q_i, k_j> for that head; keys last, so the softmax
+    # reduces over the minor axis (several times faster on XLA's CPU backend).
+    scores = jnp.einsum("...nhd,...mhd->...hnm", q, k)
     if mask is not None:
-      mask = jnp.moveaxis(jnp.asarray(mask), -3, -1)  # (..., heads, n, m) -> (..., n, m, heads)
       scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-    weights = jax.nn.softmax(scores, axis=-2)
+    weights = jax.nn.softmax(scores, axis=-1)
     if not deterministic and self.dropout_rate > 0:
       keep = 1.0 - self.dropout_rate
       kept = jax.random.bernoulli(self.make_rng("dropout"), keep, weights.shape)
       weights = jnp.where(kept, weights / keep, 0.0)
-    out = jnp.einsum("...nmh,...mhd->...nhd", weights, v)
+    out = jnp.einsum("...hnm,...mhd->...nhd", weights, v)
     return out.reshape(out.shape[:-2] + (d,)) @ w_out.reshape(d, d) + b_out
 
 
