@@ -3,7 +3,7 @@
 Written by hand for performance: Threefry (JAX's default) costs about a hundred integer
 ops per pair of words and is compiled into a separate loop for every random tensor; on
 the CPU, with the Feature AAN's many tiny dropout tensors, it took about 40% of a
-training step and half of the compile time. Here a key is two uint32 words and every
+training step and of its compile time. Here a key is two uint32 words and every
 draw is two rounds of a 32-bit integer mixer (lowbias32, C. Wellons) over the key and
 the element's index, which XLA fuses into the op that uses the bits. Each element is a
 pure function of (key, index), so a vmapped draw equals the unbatched one: a run's
