@@ -2,11 +2,15 @@
 
     python benchmarks/bench_train.py                 # 12 folds x 20 epochs, 360 segments
     python benchmarks/bench_train.py --epochs 5 --torch_folds 2   # quicker, extrapolated
+    python benchmarks/bench_train.py --model temporal_aan --epochs 5   # steps/s only
 
 Both train the Feature AAN (audio+video) on arousal of the synthetic corpus, leave one
 movie out over 12 movies, early stopping off, batch 30, Adam. Times are end to end:
 the JAX figure includes compilation. With --torch_folds below 12 the PyTorch time is
 extrapolated linearly to 12 folds (folds are identical work) and labelled as such.
+With --model temporal_aan or feature_temporal_aan the engine trains that model (windows
+of 5 segments, teacher forcing; the per-epoch evaluation off, as early stopping is off)
+and only the engine's figures are printed: there is no PyTorch temporal loop to compare.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ def main():
   p.add_argument("--torch_threads", type=int, default=1,
                  help="torch intra-op threads (1 was fastest for this tiny model here)")
   p.add_argument("--skip_torch", action="store_true")
+  p.add_argument("--model", default="feature_aan",
+                 choices=("feature_aan", "temporal_aan", "feature_temporal_aan"))
   args = p.parse_args()
 
   import jax
@@ -39,7 +45,7 @@ def main():
   corpus = synthetic.make_corpus(args.segments)
   cfg = train.get_config()
   cfg.update(num_epochs=args.epochs, patience=0, targets=("arousal",),
-             checkpoint_every=args.epochs)
+             checkpoint_every=args.epochs, model=args.model)
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {len(jax.local_devices())} "
         f"{jax.default_backend()} device(s); torch threads: {args.torch_threads}", flush=True)
 
@@ -48,7 +54,7 @@ def main():
   jax_s = time.time() - t0
   engine_steps = train.Engine(corpus, cfg).steps
   fold_steps = engine_steps * args.epochs * len(res.runs)
-  print(f"JAX engine: {len(res.runs)} folds x {args.epochs} epochs x {engine_steps} steps "
+  print(f"JAX engine ({args.model}): {len(res.runs)} folds x {args.epochs} epochs x {engine_steps} steps "
         f"(shared batch {train.Engine(corpus, cfg).batch}) on {res.num_devices} device(s): "
         f"{jax_s:.1f} s end to end incl. compile; {engine_steps * args.epochs / jax_s:.1f} "
         f"compiled steps/s = {fold_steps / jax_s:.0f} fold-steps/s; "
@@ -58,7 +64,7 @@ def main():
   warm = time.time() - t0
   print(f"JAX engine again, compiled program cached: {warm:.1f} s "
         f"({engine_steps * args.epochs / warm:.1f} compiled steps/s)", flush=True)
-  if args.skip_torch:
+  if args.skip_torch or args.model != "feature_aan":
     return
   # The PyTorch loop runs in a fresh process, so that XLA's threads cannot slow it.
   import subprocess
