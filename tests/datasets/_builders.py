@@ -43,8 +43,9 @@ def write_video(path, seconds: float, fps: int = 25, width: int = 32, height: in
     for i in range(int(round(seconds * fps))):
       x = ((np.arange(width)[None, :] + 5 * i) % 256).astype(np.uint8)
       img = np.broadcast_to(x, (height, width))
-      frame = av.VideoFrame.from_ndarray(np.stack([img, img.T[:height, :width], 255 - img], -1),
-                                         format="rgb24")
+      y = ((np.arange(height)[:, None] + 5 * i) % 256).astype(np.uint8)
+      img_v = np.broadcast_to(y, (height, width))  # vertical gradient (also for width != height)
+      frame = av.VideoFrame.from_ndarray(np.stack([img, img_v, 255 - img], -1), format="rgb24")
       frame.pts = i
       frame.time_base = fractions.Fraction(1, fps)
       for p in vs.encode(frame):
