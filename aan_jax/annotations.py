@@ -388,15 +388,20 @@ def read_mediaeval16_global_labels(path) -> dict[str, tuple[float, float]]:
 
 # ---- MediaEval 2017/2018 continuous (LIRIS-ACCEDE long movies) ----
 
+def _numeric_table(path, ncols: int, fix: str) -> np.ndarray:
+  """A headed table's first `ncols` columns as float64; a clear error on a bad row."""
+  _, body = _read_table(path, True, ncols, fix)
+  try:
+    return np.array([[float(x) for x in r[:ncols]] for r in body], np.float64)
+  except ValueError:
+    raise CorpusFileError(f"{path}: a row is not numeric. {fix}") from None
+
+
 def read_mediaeval_windows(path) -> dict[str, np.ndarray]:
   """<Movie>-MEDIAEVAL2017-valence_arousal.txt: header, rows `id start valence arousal`."""
   fix = ("Expected a MediaEval 2017 valence/arousal file: a header, then tab-separated "
          "rows `segment_id start_s valence arousal` for 10-s windows every 5 s.")
-  _, body = _read_table(path, True, 4, fix)
-  try:
-    data = np.array([[float(x) for x in r[:4]] for r in body], np.float64)
-  except ValueError:
-    raise CorpusFileError(f"{path}: a row is not numeric. {fix}") from None
+  data = _numeric_table(path, 4, fix)
   for j, what in ((1, "start"), (2, "valence"), (3, "arousal")):
     _finite_or_raise(data[:, j], what, path, "Fix that row.", row_offset=2)
   return {"index": data[:, 0].astype(np.int64), "start_s": data[:, 1],
@@ -406,11 +411,7 @@ def read_mediaeval_windows(path) -> dict[str, np.ndarray]:
 def read_mediaeval_fear(path) -> dict[str, np.ndarray]:
   """<Movie>-MEDIAEVAL2017-fear.txt: header, rows `id start fear(0/1)`."""
   fix = "Expected a MediaEval 2017 fear file: a header, then rows `segment_id start_s fear`."
-  _, body = _read_table(path, True, 3, fix)
-  try:
-    data = np.array([[float(x) for x in r[:3]] for r in body], np.float64)
-  except ValueError:
-    raise CorpusFileError(f"{path}: a row is not numeric. {fix}") from None
+  data = _numeric_table(path, 3, fix)
   if not np.isin(data[:, 2], (0, 1)).all():
     raise CorpusFileError(f"{path}: fear must be 0 or 1. {fix}")
   return {"index": data[:, 0].astype(np.int64), "start_s": data[:, 1],
@@ -421,11 +422,7 @@ def read_mediaeval18_seconds(path) -> Trace:
   """MEDIAEVAL18_<NN>_Valence-Arousal.txt: header, rows `second valence arousal` (1 Hz)."""
   fix = ("Expected a MediaEval 2018 valence/arousal file: a header, then tab-separated "
          "rows `second valence arousal`, one per second.")
-  _, body = _read_table(path, True, 3, fix)
-  try:
-    data = np.array([[float(x) for x in r[:3]] for r in body], np.float64)
-  except ValueError:
-    raise CorpusFileError(f"{path}: a row is not numeric. {fix}") from None
+  data = _numeric_table(path, 3, fix)
   for j, what in ((1, "valence"), (2, "arousal")):
     _finite_or_raise(data[:, j], what, path, "Fix that row.", row_offset=2)
   return Trace(data[:, 0], data[:, 2], data[:, 1], str(path))

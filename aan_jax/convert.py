@@ -21,6 +21,7 @@ import re
 import sys
 from typing import Mapping
 
+import jax
 import numpy as np
 
 from aan_jax import torch_pickle
@@ -141,8 +142,6 @@ def from_state_dict(sd: Mapping[str, np.ndarray], *, num_heads: int = 2,
 
 def _check_against_init(model: FeatureAAN, params: dict, source: str):
   """Every converted array must match the shape Flax would create, and vice versa."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   shapes = jax.eval_shape(model.init, jax.random.key(0), model.dummy_features(1))["params"]
   want = {"/".join(str(getattr(k, "key", k)) for k in path): v.shape
           for path, v in jax.tree_util.tree_leaves_with_path(shapes)}
@@ -189,19 +188,11 @@ def main(argv=None) -> int:
           FileExistsError, IsADirectoryError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  n = sum(int(np.size(x)) for x in _leaves(variables))
+  n = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(variables))
   print(f"{args.input} -> {args.out_dir}: FeatureAAN(modalities={list(model.modalities)}, "
         f"d_model={model.d_model}, layers={model.num_layers}, heads={model.num_heads}, "
         f"ffn={model.ffn}, output_tanh={model.output_tanh}), {n} parameters")
   return 0
-
-
-def _leaves(tree):
-  if isinstance(tree, dict):
-    for v in tree.values():
-      yield from _leaves(v)
-  else:
-    yield tree
 
 
 if __name__ == "__main__":
