@@ -34,6 +34,7 @@ def main():
   p.add_argument("--torch_folds", type=int, default=12)
   p.add_argument("--torch_threads", type=int, default=1,
                  help="torch intra-op threads (1 was fastest for this tiny model here)")
+  p.add_argument("--torch_device", default="cpu", help="cpu, or cuda on a GPU machine")
   p.add_argument("--skip_torch", action="store_true")
   p.add_argument("--model", default="feature_aan",
                  choices=("feature_aan", "temporal_aan", "feature_temporal_aan"))
@@ -70,9 +71,9 @@ def main():
   import subprocess
   code = ("import sys, json, torch; torch.set_num_threads(%d); "
           "from aan_jax import synthetic; from benchmarks import torch_feature_aan as T; "
-          "s, n, m = T.train_folds(synthetic.make_corpus(%d), epochs=%d, folds=range(%d)); "
-          "print(json.dumps([s, n, float(m.mean())]))"
-          % (args.torch_threads, args.segments, args.epochs, args.torch_folds))
+          "s, n, m = T.train_folds(synthetic.make_corpus(%d), epochs=%d, folds=range(%d), "
+          "device=%r); print(json.dumps([s, n, float(m.mean())]))"
+          % (args.torch_threads, args.segments, args.epochs, args.torch_folds, args.torch_device))
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, "-c", code], cwd=root, check=True,
                        capture_output=True, text=True).stdout
@@ -81,7 +82,7 @@ def main():
   k = args.torch_folds
   full = t_s * 12 / k
   note = "" if k == 12 else f" (measured {k} folds, {t_s:.1f} s; extrapolated to 12)"
-  print(f"PyTorch loop: {k} folds x {args.epochs} epochs, {t_steps} steps: "
+  print(f"PyTorch loop on {args.torch_device}: {k} folds x {args.epochs} epochs, {t_steps} steps: "
         f"{full:.1f} s for 12 folds{note}; {t_steps / t_s:.1f} steps/s; "
         f"mean held-out MSE {mse:.3f}")
   print(f"ratio (PyTorch / JAX, end to end): {full / jax_s:.1f}x")

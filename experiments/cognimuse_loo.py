@@ -28,11 +28,22 @@ def _configure_xla() -> None:
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_multi_thread_eigen" not in flags:
     flags += " --xla_cpu_multi_thread_eigen=false"
-  if "xla_cpu_use_fusion_emitters" not in flags:
+  # XLA aborts the process on a flag it does not know, and jaxlib 0.11 dropped this one
+  # (the classic emitters are gone there), so it is set only where it exists.
+  if "xla_cpu_use_fusion_emitters" not in flags and _jaxlib_version() < (0, 11):
     flags += " --xla_cpu_use_fusion_emitters=false"
   if "xla_force_host_platform_device_count" not in flags:
     flags += f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
   os.environ["XLA_FLAGS"] = flags.strip()
+
+
+def _jaxlib_version() -> tuple[int, ...]:
+  """jaxlib's (major, minor) from its metadata, without importing jax (which reads XLA_FLAGS)."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    return tuple(int(p) for p in metadata.version("jaxlib").split(".")[:2])
+  except (metadata.PackageNotFoundError, ValueError):
+    return (0, 0)
 
 
 if __name__ == "__main__":
