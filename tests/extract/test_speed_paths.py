@@ -1,10 +1,14 @@
 """The speed paths of extraction give the same values as the plain ones (tiny inputs, CPU)."""
 
+import threading
+import time
+
+import av
 import jax
 import numpy as np
 import pytest
 
-from extract import i3d
+from extract import i3d, media
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -54,3 +58,67 @@ def test_i3d_device_scaling_equals_host_scaling_bitwise():
   got = ex.clips(list(clips))  # one full batch of 3: the same shapes as below
   want, _ = i3d._apply_fn()(ex.variables, clips.astype(np.float32) / 127.5 - 1.0)
   np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def _reference_segments(path, spec):
+  """Segments decoded serially with a fresh frame.reformat per frame (the plain path)."""
+  info = media.probe(path)
+  plan = media.plan_segments(media.parse_segmentation(spec), info.duration_s, str(path))
+  with av.open(str(path)) as c:
+    decoded = sorted(c.decode(video=0), key=lambda f: f.pts)
+  rgb = []
+  for f in decoded:
+    scale = media.RESIZE_SHORT / min(f.width, f.height)
+    nw, nh = max(media.CROP, round(f.width * scale)), max(media.CROP, round(f.height * scale))
+    x = f.reformat(width=nw, height=nh, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    y0, x0 = (nh - media.CROP) // 2, (nw - media.CROP) // 2
+    rgb.append(x[y0:y0 + media.CROP, x0:x0 + media.CROP])
+  return info, plan, [np.stack([rgb[k] for k in idx])
+                      for idx in media.frame_indices(plan, info.frame_times)]
+
+
+def _decode_threads():
+  return [t for t in threading.enumerate() if t.name.startswith("extract-") and t.is_alive()]
+
+
+@pytest.mark.parametrize("name,spec", [("av.mp4", "sliding:2:1"), ("gray.mkv", "excerpt:5"),
+                                       ("odd.mkv", "fixed:1"), ("vfr.mkv", "subsegments:3x4")])
+def test_background_decoding_gives_the_serial_frames(media_dir, monkeypatch, name, spec):
+  monkeypatch.setattr(media, "_RESIZE_BACKLOG", 1)  # the producer waits on the pool often
+  info, plan, want = _reference_segments(media_dir / name, spec)
+  dec = media.Decoder(media_dir / name, info, plan, video=True, audio=True)
+  got = list(dec.segments())
+  assert [i for i, _ in got] == list(range(len(want)))
+  for (_, x), w in zip(got, want):
+    assert x.dtype == np.uint8
+    np.testing.assert_array_equal(x, w)
+  assert not _decode_threads()
+
+
+def test_background_errors_reach_the_caller(media_dir, tmp_path):
+  info = media.probe(media_dir / "odd.mkv")  # 50 frames; Matroska still opens when cut short
+  plan = media.plan_segments(media.parse_segmentation("fixed:1"), info.duration_s, "odd.mkv")
+  data = (media_dir / "odd.mkv").read_bytes()
+  (tmp_path / "cut.mkv").write_bytes(data[:len(data) // 2])
+  for name, msg in [("cut.mkv", r"cut.mkv: corrupt or truncated, frame \d+ of 50 \(t=1\.\d\d s\) "
+                                r"could not be decoded$"),
+                    ("absent.mkv", r"absent.mkv: no such file$")]:
+    dec = media.Decoder(tmp_path / name, info, plan, video=True, audio=False)
+    with pytest.raises(media.MediaError, match=msg):
+      list(dec.segments())
+    assert not _decode_threads()
+
+
+def test_closing_the_generator_early_stops_the_threads(media_dir, monkeypatch):
+  monkeypatch.setattr(media, "SEGMENTS_AHEAD", 1)
+  info = media.probe(media_dir / "av.mp4")
+  plan = media.plan_segments(media.parse_segmentation("sliding:1:0.5"), info.duration_s, "av")
+  dec = media.Decoder(media_dir / "av.mp4", info, plan, video=True, audio=True)
+  gen = dec.segments()
+  assert next(gen)[0] == 0
+  time.sleep(0.3)  # the producer fills the queue and waits on it
+  assert _decode_threads()
+  t = time.perf_counter()
+  gen.close()
+  assert time.perf_counter() - t < 2.0
+  assert not _decode_threads()
