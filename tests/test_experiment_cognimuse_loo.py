@@ -30,7 +30,21 @@ def test_synthetic_run_writes_results_table_and_plots(tmp_path, capsys):
   c.num_layers = 1
   c.modalities = "audio"
   c.batch_size = 6
-  out = cognimuse_loo.run(c, str(tmp_path))
+  c.compilation_cache = str(tmp_path / "xla")
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache
+  before = (jax.config.jax_compilation_cache_dir,
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", None)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # tiny programs too
+  try:
+    out = cognimuse_loo.run(c, str(tmp_path))
+    # The training, prediction and init programs were written to the persistent cache.
+    assert len([f for f in os.listdir(tmp_path / "xla") if f.endswith("-cache")]) >= 3
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    compilation_cache.reset_cache()
   with open(tmp_path / "results.json") as f:
     res = json.load(f)
   for t in ("arousal", "valence"):

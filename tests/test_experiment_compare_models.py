@@ -16,6 +16,7 @@ def test_compare_models_prints_all_three_in_table_i_layout(tmp_path, capsys):
   c.modalities = "vggish"
   c.batch_size = 6
   c.plots = False
+  c.compilation_cache = ""
   results = compare_models.run(c, str(tmp_path))
   assert list(results) == ["feature_aan", "temporal_aan", "feature_temporal_aan"]
   # Each model ran with its own paper hyperparameters.

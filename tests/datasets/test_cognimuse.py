@@ -259,7 +259,7 @@ def test_end_to_end_videos_to_tfds_build_to_loo_results(tmp_path):
   run = subprocess.run(
       [sys.executable, "-m", "experiments.cognimuse_loo", f"--config.data_dir={tmp_path / 'data'}",
        f"--workdir={tmp_path / 'work'}", "--config.num_epochs=2", "--config.patience=2",
-       "--config.plots=False"],
+       "--config.plots=False", f"--config.compilation_cache={tmp_path / 'xla'}"],
       capture_output=True, text=True, env=env, cwd=_builders.ROOT, check=False)
   assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
   results = json.loads((tmp_path / "work" / "results.json").read_text())
