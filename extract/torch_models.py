@@ -56,14 +56,29 @@ class _TorchExtractor:
     self.device = torch_device(device)
     self.model = model.eval().to(self.device)
 
-  def _run(self, x: np.ndarray) -> np.ndarray:
-    """Runs the model on a float32 NCHW array in batches; returns float32 numpy."""
+  def _run(self, x: np.ndarray, prep=None) -> np.ndarray:
+    """Runs the model on `x` in batches; returns float32 numpy (n, dim).
+
+    `prep` (optional) turns a batch, already on the device, into the model's input: the
+    frame models send uint8 frames and convert them there (a quarter of the bytes to copy,
+    and the GPU does the arithmetic). Outputs stay on the device until the end, so the
+    host prepares and copies the next batch while the GPU runs this one (one sync per call).
+    """
     outs = []
     with torch.inference_mode():
       for s in range(0, len(x), self.batch_size):
-        xb = torch.from_numpy(x[s:s + self.batch_size]).to(self.device)
-        outs.append(self.model(xb).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
+        xb = torch.from_numpy(np.ascontiguousarray(x[s:s + self.batch_size])).to(self.device)
+        outs.append(self.model(xb if prep is None else prep(xb)))
+      if not outs:
+        return np.zeros((0, self.dim), np.float32)
+      return torch.cat(outs).float().cpu().numpy()
+
+
+def _uint8(x, what: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.dtype != np.uint8:
+    raise ValueError(f"{what} must be uint8 RGB frames (0-255); got dtype {x.dtype}")
+  return x
 
 
 def _segment_means(vectors: np.ndarray, counts: Sequence[int], dim: int) -> np.ndarray:
@@ -92,9 +107,16 @@ class ResNet50Extractor(_TorchExtractor):
       _load_into(m, state, path, "resnet50")
     self._setup(model, weights, device, load)
 
+  def _prep(self, xb: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> normalized float32 NCHW, the same float32 ops in the same order as
+    (x / 255 - mean) / std in numpy (bitwise equal on the CPU; tested)."""
+    mean = torch.from_numpy(self.MEAN).to(xb.device)
+    std = torch.from_numpy(self.STD).to(xb.device)
+    return (xb.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
   def frames(self, frames: np.ndarray) -> np.ndarray:
-    x = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return self._run((x - self.MEAN) / self.STD)
+    """uint8 (n, H, W, 3) RGB frames -> (n, 2048)."""
+    return self._run(_uint8(frames, "frames"), self._prep)
 
   def segments(self, segments: Sequence[np.ndarray]) -> np.ndarray:
     counts = [len(s) for s in segments]
@@ -156,18 +178,25 @@ class FlowNetExtractor(_TorchExtractor):
     else:
       self._setup(model, weights, device, load)
 
+  def _prep(self, xb: torch.Tensor) -> torch.Tensor:
+    """uint8 frame pairs (n, H, W, 6) -> float32 NCHW, x / 255 - mean per RGB channel, as
+    numpy computed it (bitwise equal on the CPU; tested)."""
+    mean = torch.from_numpy(np.tile(self.MEAN, (1, 2, 1, 1))).to(xb.device)
+    return xb.permute(0, 3, 1, 2).float() / 255.0 - mean
+
   def segments(self, segments: Sequence[np.ndarray]) -> np.ndarray:
     """Pairs (frame i, frame i+1) within each segment; a one-frame segment is paired with itself."""
     pairs, counts = [], []
     for s in segments:
-      x = s.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - self.MEAN
+      x = _uint8(s, "segment frames")
       if len(x) == 1:
         x = np.concatenate([x, x])
-      pairs.append(np.concatenate([x[:-1], x[1:]], axis=1) if len(x) else x[:0])
+      # Channels: frame i's RGB, then frame i+1's (uint8 here; scaled on the device).
+      pairs.append(np.concatenate([x[:-1], x[1:]], axis=-1) if len(x) else x[:0])
       counts.append(max(len(x) - 1, 0))
     if not sum(counts):
       return np.full((len(segments), self.dim), np.nan, np.float32)
-    return _segment_means(self._run(np.concatenate(pairs)), counts, self.dim)
+    return _segment_means(self._run(np.concatenate(pairs), self._prep), counts, self.dim)
 
 
 class VGGishNet(nn.Module):

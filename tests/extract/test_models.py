@@ -87,6 +87,30 @@ def test_resnet50_dims_and_determinism():
   np.testing.assert_array_equal(b.segments(segs), x)
 
 
+def test_frame_models_scale_on_the_device_as_numpy_did():
+  """uint8 frames go to the device and are scaled there: bitwise the old numpy inputs."""
+  frames = _frames(3, 5)
+  r = torch_models.ResNet50Extractor("random")
+  x = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+  want = (x - r.MEAN) / r.STD
+  got = r._prep(torch.from_numpy(frames)).numpy()  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, want)
+  with torch.inference_mode():
+    ref = r.model(torch.from_numpy(want)).numpy()
+  np.testing.assert_allclose(r.frames(frames), ref, rtol=1e-5, atol=1e-6)
+  f = torch_models.FlowNetExtractor("random")
+  x = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - f.MEAN
+  want = np.concatenate([x[:-1], x[1:]], axis=1)  # frame i's RGB, then frame i+1's
+  pairs = np.concatenate([frames[:-1], frames[1:]], axis=-1)
+  got = f._prep(torch.from_numpy(pairs)).numpy()  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, want)
+  with torch.inference_mode():
+    ref = f.model(torch.from_numpy(want)).numpy().mean(0)
+  np.testing.assert_allclose(f.segments([frames])[0], ref, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="uint8"):
+    r.frames(frames.astype(np.float32))
+
+
 def test_flownet_loads_flownetpytorch_checkpoint(tmp_path, monkeypatch):
   """A checkpoint in FlowNetPytorch's format (whole FlowNetS state_dict) loads; outputs match."""
   enc = torch_models.FlowNetExtractor("random")
