@@ -98,10 +98,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic.num_epochs = 10   # keeps the README demo near two minutes on 2 busy cores
   c.synthetic.patience = 3
   c.plots = True
-  # XLA's persistent compilation cache: rerunning the same experiment (another seed, or
-  # a resumed run) skips compiling, ~5 s on a 2-core CPU and 10-45 s on a GPU; other
-  # hyperparameters compile anew. "" turns it off.
-  c.compilation_cache = "~/.cache/aan_jax/xla"
+  # XLA's persistent compilation cache (aan_jax.xla_cache): rerunning the same experiment
+  # (another seed, or a resumed run) skips compiling, ~5 s on a 2-core CPU and 10-45 s on
+  # a GPU; other hyperparameters compile anew. "" turns it off.
+  from aan_jax import xla_cache
+  c.compilation_cache = xla_cache.default_dir()
   return c
 
 
@@ -176,23 +177,6 @@ class _Progress:
       self.bar.close()
 
 
-def _enable_compilation_cache(path: str) -> None:
-  """Points JAX's persistent compilation cache at `path` (once per process)."""
-  import jax
-  if jax.config.jax_compilation_cache_dir:
-    return  # set already (by the user, or by an earlier run in this process)
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    print(f"compilation cache off: cannot create {path} ({e}); set "
-          "--config.compilation_cache to a writable folder, or '' to silence this",
-          file=sys.stderr)
-    return
-  from jax.experimental.compilation_cache import compilation_cache
-  jax.config.update("jax_compilation_cache_dir", path)
-  compilation_cache.reset_cache()  # so that it takes effect even after an earlier compile
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates, prints the table; writes results.json and plots to `workdir`."""
   import jax
@@ -204,7 +188,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.time()
   config = resolve(config)
   if config.compilation_cache:
-    _enable_compilation_cache(os.path.expanduser(config.compilation_cache))
+    from aan_jax import xla_cache
+    xla_cache.enable(config.compilation_cache)
   corpus = load_corpus(config)
   engine_keys = train.get_config().keys()
   engine_config = ml_collections.ConfigDict({k: config[k] for k in engine_keys})

@@ -14,3 +14,9 @@ def reference_dir():
     pytest.skip(f"the authors' released models are not at {REFERENCE} "
                 "(set AAN_REFERENCE_DIR to the attendaffectnet reference folder)")
   return REFERENCE
+
+
+# Tests keep XLA's persistent compilation cache (aan_jax.xla_cache) off, so that nothing is
+# written to the home folder and every test compiles what it tests; a test that checks the
+# cache names a temporary folder. Set at import, before any test or child process starts.
+os.environ.setdefault("AAN_COMPILATION_CACHE", "")
