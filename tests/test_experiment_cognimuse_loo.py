@@ -57,3 +57,15 @@ def test_synthetic_run_writes_results_table_and_plots(tmp_path, capsys):
     assert os.path.getsize(tmp_path / "plots" / f"{mv}.png") > 1000
   table = capsys.readouterr().out
   assert "Feature AAN (audio)" in table and "Arousal MSE" in table and "GLA" in table
+
+
+def test_xla_flags_only_those_the_installed_jaxlib_knows(monkeypatch):
+  """jaxlib 0.11 aborts the process on --xla_cpu_use_fusion_emitters (seen on a GPU machine)."""
+  for version, wanted in (((0, 10), True), ((0, 11), False), ((1, 0), False)):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    monkeypatch.setattr(cognimuse_loo, "_jaxlib_version", lambda v=version: v)
+    cognimuse_loo._configure_xla()  # pylint: disable=protected-access
+    flags = os.environ["XLA_FLAGS"]
+    assert ("xla_cpu_use_fusion_emitters" in flags) == wanted, (version, flags)
+    assert flags.startswith("--xla_dump_to=/tmp/x") and "multi_thread_eigen=false" in flags
+  assert cognimuse_loo._jaxlib_version() >= (0, 4)  # read from the installed metadata
