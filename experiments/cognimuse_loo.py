@@ -99,10 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic.patience = 3
   c.plots = True
   # XLA's persistent compilation cache (aan_jax.xla_cache): rerunning the same experiment
-  # (another seed, or a resumed run) skips compiling, ~5 s on a 2-core CPU and 10-45 s on
-  # a GPU; other hyperparameters compile anew. "" turns it off.
-  from aan_jax import xla_cache
-  c.compilation_cache = xla_cache.default_dir()
+  # (another seed, or a resumed run) skips compiling, 10-45 s on a GPU; other
+  # hyperparameters compile anew. "auto": on for GPU/TPU, off on the CPU; a folder; "": off.
+  c.compilation_cache = "auto"
   return c
 
 

@@ -28,10 +28,11 @@ def _parser() -> argparse.ArgumentParser:
                       "and list them in the metadata")
   p.add_argument("--overwrite", action="store_true", help="redo files that are already done")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
-  p.add_argument("--compilation-cache", default=None, metavar="DIR",
+  p.add_argument("--compilation-cache", default="auto", metavar="DIR",
                  help="XLA's persistent compilation cache for I3D (saves its compile, ~8 s "
-                      "on a GPU, in every later process); default $AAN_COMPILATION_CACHE or "
-                      "~/.cache/aan_jax/xla, '' turns it off")
+                      "on a GPU, in every later process): a folder, '' (off), or auto "
+                      "(default: $AAN_COMPILATION_CACHE, else ~/.cache/aan_jax/xla on a GPU "
+                      "and off on the CPU)")
   return p
 
 
