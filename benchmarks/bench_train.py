@@ -58,7 +58,7 @@ def main():
   print(f"JAX engine ({args.model}): {len(res.runs)} folds x {args.epochs} epochs x {engine_steps} steps "
         f"(shared batch {train.Engine(corpus, cfg).batch}) on {res.num_devices} device(s): "
         f"{jax_s:.1f} s end to end incl. compile; {engine_steps * args.epochs / jax_s:.1f} "
-        f"compiled steps/s = {fold_steps / jax_s:.0f} fold-steps/s; "
+        f"steps/s end to end = {fold_steps / jax_s:.0f} fold-steps/s; "
         f"pooled arousal MSE {train.summarize(res)['arousal']['mse']:.3f}", flush=True)
   t0 = time.time()
   train.train_loo(corpus, cfg)
