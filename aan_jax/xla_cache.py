@@ -33,8 +33,10 @@ def resolve(setting: str | None, platform: str) -> str | None:
   return os.path.expanduser(setting) if setting else None
 
 
-def enable(setting: str | None = "auto") -> str | None:
+def enable(setting: str | None = "auto", platform: str | None = None) -> str | None:
   """Points JAX's persistent compilation cache where `setting` says (see the module doc).
+
+  `platform`: where the programs will run, for "auto" (default: JAX's default backend).
 
   Returns the folder in use, or None when the cache stays off (also when the folder
   cannot be created, said on stderr). A folder already set in this process (by the
@@ -44,7 +46,7 @@ def enable(setting: str | None = "auto") -> str | None:
   from jax.experimental.compilation_cache import compilation_cache
   if jax.config.jax_compilation_cache_dir:
     return jax.config.jax_compilation_cache_dir
-  path = resolve(setting, jax.default_backend())
+  path = resolve(setting, platform or jax.default_backend())
   if not path:
     return None
   path = os.path.expanduser(path)

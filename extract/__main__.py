@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
   if "i3d" in features:
     from aan_jax import xla_cache
-    xla_cache.enable(args.compilation_cache)
+    xla_cache.enable(args.compilation_cache, "gpu" if device.startswith("cuda") else "cpu")
   out_dir = pathlib.Path(args.out)
   stems: dict[str, str] = {}
   failed = 0
