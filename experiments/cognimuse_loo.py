@@ -186,9 +186,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   t0 = time.time()
   config = resolve(config)
-  if config.compilation_cache:
-    from aan_jax import xla_cache
-    xla_cache.enable(config.compilation_cache)
+  from aan_jax import xla_cache
+  xla_cache.enable(config.compilation_cache)  # "" leaves it off
   corpus = load_corpus(config)
   engine_keys = train.get_config().keys()
   engine_config = ml_collections.ConfigDict({k: config[k] for k in engine_keys})

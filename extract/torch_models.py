@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -110,9 +111,15 @@ class ResNet50Extractor(_TorchExtractor):
   def _prep(self, xb: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> normalized float32 NCHW, the same float32 ops in the same order as
     (x / 255 - mean) / std in numpy (bitwise equal on the CPU; tested)."""
-    mean = torch.from_numpy(self.MEAN).to(xb.device)
-    std = torch.from_numpy(self.STD).to(xb.device)
-    return (xb.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    return (xb.permute(0, 3, 1, 2).float() / 255.0 - self._mean) / self._std
+
+  @functools.cached_property
+  def _mean(self) -> torch.Tensor:  # on the device once, not per batch
+    return torch.from_numpy(self.MEAN).to(self.device)
+
+  @functools.cached_property
+  def _std(self) -> torch.Tensor:
+    return torch.from_numpy(self.STD).to(self.device)
 
   def frames(self, frames: np.ndarray) -> np.ndarray:
     """uint8 (n, H, W, 3) RGB frames -> (n, 2048)."""
@@ -181,8 +188,11 @@ class FlowNetExtractor(_TorchExtractor):
   def _prep(self, xb: torch.Tensor) -> torch.Tensor:
     """uint8 frame pairs (n, H, W, 6) -> float32 NCHW, x / 255 - mean per RGB channel, as
     numpy computed it (bitwise equal on the CPU; tested)."""
-    mean = torch.from_numpy(np.tile(self.MEAN, (1, 2, 1, 1))).to(xb.device)
-    return xb.permute(0, 3, 1, 2).float() / 255.0 - mean
+    return xb.permute(0, 3, 1, 2).float() / 255.0 - self._pair_mean
+
+  @functools.cached_property
+  def _pair_mean(self) -> torch.Tensor:  # both frames' RGB means, on the device once
+    return torch.from_numpy(np.tile(self.MEAN, (1, 2, 1, 1))).to(self.device)
 
   def segments(self, segments: Sequence[np.ndarray]) -> np.ndarray:
     """Pairs (frame i, frame i+1) within each segment; a one-frame segment is paired with itself."""

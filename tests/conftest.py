@@ -20,3 +20,21 @@ def reference_dir():
 # written to the home folder and every test compiles what it tests; a test that checks the
 # cache names a temporary folder. Set at import, before any test or child process starts.
 os.environ.setdefault("AAN_COMPILATION_CACHE", "")
+
+
+@pytest.fixture
+def fresh_compilation_cache():
+  """No persistent compilation cache set, every program cached however fast it compiled;
+  the process's settings are restored afterwards (for tests that check the cache is used)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache
+  before = (jax.config.jax_compilation_cache_dir,
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", None)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # tiny programs too
+  try:
+    yield
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    compilation_cache.reset_cache()

@@ -20,7 +20,7 @@ def test_missing_cognimuse_says_how_to_build_it_and_how_to_run_the_demo(tmp_path
   assert "--config.dataset=synthetic" in msg
 
 
-def test_synthetic_run_writes_results_table_and_plots(tmp_path, capsys):
+def test_synthetic_run_writes_results_table_and_plots(tmp_path, capsys, fresh_compilation_cache):
   c = cognimuse_loo.get_config()
   c.dataset = "synthetic"
   c.synthetic.segments_per_movie = 12
@@ -31,20 +31,9 @@ def test_synthetic_run_writes_results_table_and_plots(tmp_path, capsys):
   c.modalities = "audio"
   c.batch_size = 6
   c.compilation_cache = str(tmp_path / "xla")
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.experimental.compilation_cache import compilation_cache
-  before = (jax.config.jax_compilation_cache_dir,
-            jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", None)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # tiny programs too
-  try:
-    out = cognimuse_loo.run(c, str(tmp_path))
-    # The training, prediction and init programs were written to the persistent cache.
-    assert len([f for f in os.listdir(tmp_path / "xla") if f.endswith("-cache")]) >= 3
-  finally:
-    jax.config.update("jax_compilation_cache_dir", before[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-    compilation_cache.reset_cache()
+  out = cognimuse_loo.run(c, str(tmp_path))
+  # The training, prediction and init programs were written to the persistent cache.
+  assert len([f for f in os.listdir(tmp_path / "xla") if f.endswith("-cache")]) >= 3
   with open(tmp_path / "results.json") as f:
     res = json.load(f)
   for t in ("arousal", "valence"):

@@ -111,23 +111,12 @@ def test_interrupted_write_leaves_nothing(media_dir, tmp_path, monkeypatch):
   assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_caches_the_i3d_program(media_dir, tmp_path):
+def test_cli_caches_the_i3d_program(media_dir, tmp_path, fresh_compilation_cache):
   """--compilation-cache DIR: I3D's compiled program is written there for later processes."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.experimental.compilation_cache import compilation_cache
-  before = (jax.config.jax_compilation_cache_dir,
-            jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", None)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   core._EXTRACTORS.clear()
   from extract import i3d  # pylint: disable=g-import-not-at-top
   i3d._pooled_fn.cache_clear()  # a fresh jit: earlier tests compiled this shape in memory
-  try:
-    assert cli.main([str(media_dir / "av.mp4"), "--out", str(tmp_path / "out"), "--features",
-                     "i3d", "--segmentation", FEW, "--weights", "random", "--no-progress",
-                     "--compilation-cache", str(tmp_path / "xla")]) == 0
-    assert [f for f in (tmp_path / "xla").iterdir() if f.name.endswith("-cache")]
-  finally:
-    jax.config.update("jax_compilation_cache_dir", before[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-    compilation_cache.reset_cache()
+  assert cli.main([str(media_dir / "av.mp4"), "--out", str(tmp_path / "out"), "--features",
+                   "i3d", "--segmentation", FEW, "--weights", "random", "--no-progress",
+                   "--compilation-cache", str(tmp_path / "xla")]) == 0
+  assert [f for f in (tmp_path / "xla").iterdir() if f.name.endswith("-cache")]
