@@ -157,9 +157,16 @@ class Encoder(nn.Module):
   dropout: float = 0.1
   attention_dropout: float = 0.1
   ffn: str = "relu"
+  # "xla": the layers below, compiled by XLA. "cpu_kernel": the same math as one fused
+  # hand-written CPU kernel (aan_jax.kernels; no attention mask; own dropout masks).
+  impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool, mask: jax.Array | None = None):
+    if self.impl == "cpu_kernel" and not self.is_initializing():
+      return self._fused(x, deterministic, mask)
+    if self.impl not in ("xla", "cpu_kernel"):
+      raise ValueError(f"unknown encoder impl {self.impl!r}; use 'xla' or 'cpu_kernel'")
     make = lambda **kw: EncoderLayer(self.num_heads, self.dropout, self.attention_dropout,
                                      self.ffn, **kw)
     layers = [make(name=f"layer_{i}") for i in range(self.num_layers)]
@@ -183,6 +190,22 @@ class Encoder(nn.Module):
 
       x, _ = jax.lax.scan(one, x, (stacked, keys))
     return TorchLayerNorm(name="norm")(x)
+
+  def _fused(self, x, deterministic, mask):
+    from aan_jax import kernels  # pylint: disable=g-import-not-at-top
+    if mask is not None:
+      raise ValueError("the cpu_kernel encoder takes no attention mask; use impl='xla'")
+    train = not deterministic and (self.dropout > 0 or self.attention_dropout > 0)
+    seed = (jax.random.bits(self.make_rng("dropout"), (), jnp.uint32) if train
+            else jnp.zeros((), jnp.uint32))
+    lead = x.shape[:-2]
+    y = kernels.encoder(
+        x.reshape((-1,) + x.shape[-2:]),
+        kernels.pack_encoder_params(self.variables["params"], self.num_layers), seed,
+        num_layers=self.num_layers, num_heads=self.num_heads, ffn=self.ffn,
+        rate=self.dropout if train else 0.0,
+        attention_rate=self.attention_dropout if train else 0.0)
+    return y.reshape(lead + y.shape[-2:])
 
 
 def sinusoidal_positions(length: int, width: int) -> jax.Array:

@@ -75,6 +75,7 @@ class FeatureAAN(nn.Module):
   output_dropout: float = 0.1     # before the output layer
   ffn: str = "relu"               # "relu" (audio+video) or "tanh_residual" (single-stream)
   output_tanh: bool = False       # tanh on the pooled vector (single-stream models)
+  encoder_impl: str = "xla"       # or "cpu_kernel": the fused CPU encoder (aan_jax.kernels)
 
   @nn.compact
   def __call__(self, features: Mapping[str, jax.Array], deterministic: bool = True):
@@ -82,7 +83,7 @@ class FeatureAAN(nn.Module):
     lead = x.shape[:-2]
     x = x.reshape((-1,) + x.shape[-2:])  # attention wants one batch axis
     x = Encoder(self.num_layers, self.num_heads, self.dropout, self.attention_dropout,
-                self.ffn, name="encoder")(x, deterministic)
+                self.ffn, self.encoder_impl, name="encoder")(x, deterministic)
     pooled = jnp.mean(x, axis=-2)
     if self.output_tanh:
       pooled = jnp.tanh(pooled)

@@ -1,0 +1,202 @@
+"""Hand-written XLA:CPU kernels: the Feature AAN's encoder, fused, forward and backward.
+
+Why: on a CPU, XLA runs the tiny encoder (5 tokens of width 8) as ~1,000 small kernels
+per training step, which made it most of a step (README, Speed). `encoder.cc` does all
+layers of one sample at a time instead. It is C++ compiled on first use with the
+system's C++ compiler against the XLA FFI headers that jaxlib ships, cached in
+`$AAN_KERNEL_CACHE` or `~/.cache/aan_jax/kernels` (keyed by source, jaxlib version and
+CPU flags), and registered as an XLA FFI target. Without a compiler, or when the build
+fails, `available()` is False with the reason in `unavailable_reason()`, and callers use
+the pure-JAX encoder.
+
+    from aan_jax import kernels
+    if kernels.available():
+      y = kernels.encoder(x, params, seed, num_layers=6, num_heads=2, ffn="relu",
+                          rate=0.1, attention_rate=0.1)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "encoder.cc")
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno"]
+_FFN = {"relu": 0, "tanh_residual": 1}
+_EPS = 1e-6
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def cache_dir() -> str:
+  return os.environ.get("AAN_KERNEL_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "aan_jax", "kernels")
+
+
+def _cpu_flags() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith(("flags", "Features")):
+          return line
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def library_path() -> str:
+  """Where the compiled kernel for this source, jaxlib and CPU lives (built or not)."""
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  with open(_SOURCE, "rb") as f:
+    h.update(f.read())
+  for part in (jaxlib.__version__, " ".join(_FLAGS), platform.machine(), _cpu_flags()):
+    h.update(part.encode())
+  return os.path.join(cache_dir(), f"aan_encoder_{h.hexdigest()[:16]}.so")
+
+
+def build(verbose: bool = False) -> str:
+  """Compiles the kernel into the cache if it is not there yet; returns its path."""
+  path = library_path()
+  if os.path.exists(path):
+    return path
+  cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+  if not cxx:
+    raise RuntimeError("no C++ compiler found (g++, c++ or clang++; or set $CXX); "
+                       "install one (e.g. `apt install g++`) for the fused CPU encoder")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  # Build to a temporary name and rename, so that concurrent builds never see half a file.
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+  os.close(fd)
+  cmd = [cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
+  if verbose:
+    print(" ".join(cmd), flush=True)
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if proc.returncode != 0:
+    os.unlink(tmp)
+    raise RuntimeError(f"compiling {_SOURCE} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+  os.replace(tmp, path)
+  return path
+
+
+def _load() -> bool:
+  with _lock:
+    if "ok" in _state:
+      return _state["ok"]
+    try:
+      lib = ctypes.cdll.LoadLibrary(build())
+      for name in ("AanEncoderFwd", "AanEncoderBwd"):
+        jax.ffi.register_ffi_target(f"aan_{name}", jax.ffi.pycapsule(getattr(lib, name)),
+                                    platform="cpu")
+      _state.update(ok=True, lib=lib, reason="")
+    except (OSError, RuntimeError, AttributeError) as e:
+      _state.update(ok=False, reason=str(e))
+    return _state["ok"]
+
+
+def available() -> bool:
+  """True when the fused encoder is compiled (or compiles now) and registered."""
+  if os.environ.get("AAN_KERNELS", "").lower() in ("0", "off", "false"):
+    return False
+  return _load()
+
+
+def unavailable_reason() -> str:
+  if os.environ.get("AAN_KERNELS", "").lower() in ("0", "off", "false"):
+    return "turned off by AAN_KERNELS"
+  _load()
+  return _state.get("reason", "")
+
+
+def layer_size(d_model: int) -> int:
+  """Parameters per layer in the packed layout (see encoder.cc)."""
+  d = d_model
+  return 2 * d + 3 * d * d + 3 * d + d * d + d + 2 * d + d * d + d
+
+
+def _attrs(num_layers, num_heads, ffn, rate, attention_rate):
+  if ffn not in _FFN:
+    raise ValueError(f"unknown feed-forward kind {ffn!r}; use 'relu' or 'tanh_residual'")
+  return dict(num_layers=np.int64(num_layers), num_heads=np.int64(num_heads),
+              ffn=np.int64(_FFN[ffn]), rate=np.float32(rate),
+              attn_rate=np.float32(attention_rate), eps=np.float32(_EPS))
+
+
+def _fwd_call(x, params, seed, attrs):
+  out = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+  return jax.ffi.ffi_call("aan_AanEncoderFwd", out, vmap_method="broadcast_all")(
+      x, params, seed, **attrs)
+
+
+def _bwd_call(x, params, seed, dy, attrs):
+  outs = (jax.ShapeDtypeStruct(x.shape, jnp.float32),
+          jax.ShapeDtypeStruct(params.shape, jnp.float32))
+  return jax.ffi.ffi_call("aan_AanEncoderBwd", outs, vmap_method="broadcast_all")(
+      x, params, seed, dy, **attrs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _encoder(x, params, seed, attrs_items):
+  return _fwd_call(x, params, seed, dict(attrs_items))
+
+
+def _encoder_fwd(x, params, seed, attrs_items):
+  return _fwd_call(x, params, seed, dict(attrs_items)), (x, params, seed)
+
+
+def _encoder_bwd(attrs_items, res, dy):
+  x, params, seed = res
+  dx, dparams = _bwd_call(x, params, seed, dy, dict(attrs_items))
+  return dx, dparams, np.zeros(seed.shape, jax.dtypes.float0)
+
+
+_encoder.defvjp(_encoder_fwd, _encoder_bwd)
+
+
+def encoder(x, params, seed, *, num_layers: int, num_heads: int, ffn: str = "relu",
+            rate: float = 0.0, attention_rate: float = 0.0):
+  """The fused encoder: x (batch, tokens, d) -> (batch, tokens, d), differentiable in x
+  and params. params: (num_layers * layer_size(d) + 2 d,) packed as in encoder.cc;
+  seed: uint32 scalar for the dropout masks (ignored when both rates are 0)."""
+  if not available():
+    raise RuntimeError(f"the fused CPU encoder is not available: {unavailable_reason()}")
+  x = jnp.asarray(x, jnp.float32)
+  if x.ndim != 3:
+    raise ValueError(f"x must be (batch, tokens, d_model); got shape {x.shape}")
+  d = x.shape[-1]
+  want = num_layers * layer_size(d) + 2 * d
+  if params.shape != (want,):
+    raise ValueError(f"params must have shape ({want},) for d_model={d}, "
+                     f"{num_layers} layers; got {params.shape}")
+  attrs = _attrs(num_layers, num_heads, ffn, rate, attention_rate)
+  seed = jnp.asarray(seed, jnp.uint32).reshape(())
+  return _encoder(x, jnp.asarray(params, jnp.float32), seed.reshape(1),
+                  tuple(sorted(attrs.items())))
+
+
+def pack_encoder_params(p: dict, num_layers: int) -> jax.Array:
+  """aan_jax.layers.Encoder's parameters (layer_0 ... and norm) in encoder.cc's layout."""
+  parts = []
+  for i in range(num_layers):
+    lp = p[f"layer_{i}"]
+    a = lp["attn"]
+    d = lp["sub_attn"]["norm"]["scale"].shape[0]
+    wqkv = jnp.concatenate([a[n]["kernel"].reshape(d, d) for n in ("query", "key", "value")], 1)
+    bqkv = jnp.concatenate([a[n]["bias"].reshape(d) for n in ("query", "key", "value")])
+    parts += [lp["sub_attn"]["norm"]["scale"], lp["sub_attn"]["norm"]["bias"],
+              wqkv.reshape(-1), bqkv, a["out"]["kernel"].reshape(-1), a["out"]["bias"],
+              lp["sub_ff"]["norm"]["scale"], lp["sub_ff"]["norm"]["bias"],
+              lp["ff"]["dense"]["kernel"].reshape(-1), lp["ff"]["dense"]["bias"]]
+  parts += [p["norm"]["scale"], p["norm"]["bias"]]
+  return jnp.concatenate([jnp.asarray(q, jnp.float32).reshape(-1) for q in parts])
