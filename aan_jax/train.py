@@ -323,6 +323,7 @@ class Plan:
   batch: int
   steps: int
   n_valid: int
+  num_devices: int = 1  # the run axis is split over this many local devices
 
   @functools.cached_property
   def config(self):
@@ -334,6 +335,23 @@ class Plan:
     spec = get_model_spec(self.config.model)
     return (spec, spec.build(self.config), optax.adam(self.config.learning_rate),
             early_stopping_mode(self.config))
+
+
+def _per_run(plan: Plan, fn):
+  """`jax.vmap(fn)` over the leading run axis of every argument and result.
+
+  With several devices it runs inside shard_map, each device vmapping its own runs
+  (closed-over arrays, such as the shared batch, are replicated): XLA's partitioner
+  cannot split a custom call such as the fused CPU encoder (aan_jax.kernels) and would
+  gather every run onto every device.
+  """
+  batched = jax.vmap(fn)
+  if plan.num_devices == 1:
+    return batched
+  mesh = Mesh(np.array(jax.local_devices()[:plan.num_devices]), ("runs",))
+  # check_vma off: a custom call's results carry no varying-axis types for the checker.
+  return jax.shard_map(batched, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
+                       check_vma=False)
 
 
 def _epoch_impl(plan: Plan, state, data, runs, key):
@@ -377,7 +395,7 @@ def _epoch_impl(plan: Plan, state, data, runs, key):
       # A stopped run keeps its parameters and optimizer state untouched.
       return (jnp.where(act, new_flat, flat), _tree_where(act, new_opt, opt_state), loss)
 
-    flat, opt_state, loss = jax.vmap(one)(
+    flat, opt_state, loss = _per_run(plan, one)(
         flat, opt_state, runs["target"], runs["train_weight"], runs["fold_id"], active)
     return (flat, opt_state), loss
 
@@ -394,7 +412,7 @@ def _epoch_impl(plan: Plan, state, data, runs, key):
     def evaluate(params, movie, target):
       pred = spec.predict_movie(module, params, data, movie, target)
       return metrics.aan_loss(pred, data["targets"][target, movie], data["mask"][movie])
-    val = jax.vmap(evaluate)(params, runs["eval_movie"], runs["target"])
+    val = _per_run(plan, evaluate)(params, runs["eval_movie"], runs["target"])
     improved = active & (val < state["best_loss"])
   bad = jnp.where(improved, 0, state["bad_epochs"] + active.astype(jnp.int32))
   stopped = state["stopped"]
@@ -435,7 +453,7 @@ def _init(plan: Plan, key, fold_id):
 @functools.partial(jax.jit, static_argnums=0)
 def _predict(plan: Plan, params, data, runs):
   spec, module, _, _ = plan.parts
-  return jax.vmap(lambda p, mv, t: spec.predict_movie(module, p, data, mv, t))(
+  return _per_run(plan, lambda p, mv, t: spec.predict_movie(module, p, data, mv, t))(
       params, runs["held_out"], runs["target"])
 
 
@@ -467,9 +485,9 @@ class Engine:
     batch = shared_batch_size(config.batch_size, m, config)
     n_valid = int(corpus.mask.sum())
     cfg = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "max_devices")}
-    self.plan = Plan(json.dumps(cfg, sort_keys=True, default=list), m, s, batch,
-                     math.ceil(n_valid / batch), n_valid)
     self.mesh = self._mesh(len(self.runs))
+    self.plan = Plan(json.dumps(cfg, sort_keys=True, default=list), m, s, batch,
+                     math.ceil(n_valid / batch), n_valid, self.mesh.devices.size)
     rep = NamedSharding(self.mesh, P())
     self.run_sharding = NamedSharding(self.mesh, P("runs"))
     self.data = jax.device_put({

@@ -39,7 +39,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;
+constexpr int kLanes = 8;  // 8 was faster than 16 here (B = 33 wastes fewer lanes)
 typedef float V __attribute__((vector_size(kLanes * 4)));
 typedef int32_t VI __attribute__((vector_size(kLanes * 4)));
 typedef uint32_t VU __attribute__((vector_size(kLanes * 4)));
@@ -112,8 +112,8 @@ struct LayerOffsets {
   }
 };
 
-// Dropout multipliers (0 or 1/keep) for n consecutive elements per lane; lane i's
-// element e has counter base[i] + e.
+// Dropout multipliers (0 or 1/keep) for n consecutive elements per lane; lane l's
+// element i has counter base[l] + i.
 inline void Masks(V* m, int64_t n, float rate, uint32_t key, VU base) {
   if (rate <= 0.f) {
     for (int64_t i = 0; i < n; ++i) m[i] = Splat(1.f);
