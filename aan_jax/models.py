@@ -133,6 +133,7 @@ class TemporalAAN(nn.Module):
   feature_dropout: float = 0.1  # dropout inside the per-segment feature encoder
   norm_first: bool = True       # decoder sublayers; see the class docstring
   window: int = 5               # L, segments per window (5 COGNIMUSE, 4 EIMT16)
+  encoder_impl: str = "xla"     # the feature encoder's; "cpu_kernel": aan_jax.kernels
 
   @property
   def width(self) -> int:
@@ -144,7 +145,8 @@ class TemporalAAN(nn.Module):
     self.tokens = ModalityTokens(self.modalities, self.d_model)
     if self.feature_layers:
       self.feature_encoder = Encoder(self.feature_layers, self.num_heads,
-                                     self.feature_dropout, self.feature_dropout, self.ffn)
+                                     self.feature_dropout, self.feature_dropout, self.ffn,
+                                     self.encoder_impl)
     self.layers = [DecoderLayer(self.num_heads, self.dropout, self.attention_dropout,
                                 self.ffn, self.norm_first) for _ in range(self.num_layers)]
     if self.norm_first:  # post-norm layers already end in a LayerNorm

@@ -75,7 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
   # dropout masks for a run whichever runs train with it ("rbg" does not under vmap), and
   # on 2 CPU cores it made a 12-fold step ~40% faster and the program compile ~40% sooner.
   c.prng_impl = "hash32"
-  # The Feature AAN's encoder on a CPU: "auto" uses the fused hand-written kernel
+  # The Feature AAN's encoder (also the Feature+Temporal AAN's per-segment one) on a CPU:
+  # "auto" uses the fused hand-written kernel
   # (aan_jax.kernels) when the default backend is the CPU and the kernel builds, else
   # XLA's; "cpu_kernel" insists on the kernel; "xla" never uses it.
   c.encoder_impl = "auto"
@@ -192,7 +193,8 @@ def _temporal_build(config, feature_layers: int):
       attention_dropout=config.dropout, output_dropout=config.dropout,
       ffn="relu" if config.ffn == "auto" else config.ffn, norm_first=config.norm_first,
       window=config.window, feature_layers=feature_layers,
-      feature_dropout=config.feature_dropout)
+      feature_dropout=config.feature_dropout,
+      encoder_impl=resolve_encoder_impl(config.encoder_impl) if feature_layers else "xla")
 
 
 def _temporal_init(module, key):

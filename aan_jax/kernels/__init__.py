@@ -200,3 +200,16 @@ def pack_encoder_params(p: dict, num_layers: int) -> jax.Array:
               lp["ff"]["dense"]["kernel"].reshape(-1), lp["ff"]["dense"]["bias"]]
   parts += [p["norm"]["scale"], p["norm"]["bias"]]
   return jnp.concatenate([jnp.asarray(q, jnp.float32).reshape(-1) for q in parts])
+
+
+def dropout_probe(n: int, rate: float, seed: int, base: int = 0) -> np.ndarray:
+  """The kernel's dropout multipliers for counters base .. base + n * lanes - 1 (tests)."""
+  if not available():
+    raise RuntimeError(f"the fused CPU encoder is not available: {unavailable_reason()}")
+  fn = _state["lib"].AanDropoutProbe
+  fn.restype = ctypes.c_int
+  lanes = 64  # an upper bound on the kernel's lanes
+  out = np.zeros(n * lanes, np.float32)
+  got = fn(ctypes.c_int64(n), ctypes.c_float(rate), ctypes.c_uint32(seed),
+           ctypes.c_uint32(base), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+  return out[:n * got]

@@ -518,6 +518,18 @@ ffi::Error EncoderBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> params,
 
 }  // namespace
 
+// For tests: the dropout multipliers of n * lanes consecutive counters from `base` (the
+// kernel's own mask code, lane by lane), written to out; returns the lane count.
+extern "C" int AanDropoutProbe(int64_t n, float rate, uint32_t seed, uint32_t base, float* out) {
+  std::vector<V> m(n);
+  VU b;
+  for (int lane = 0; lane < kLanes; ++lane) b[lane] = base + static_cast<uint32_t>(lane * n);
+  Masks(m.data(), n, rate, Mix1(seed + 0x632BE5ABu), b);
+  for (int lane = 0; lane < kLanes; ++lane)
+    for (int64_t i = 0; i < n; ++i) out[lane * n + i] = m[i][lane];
+  return kLanes;
+}
+
 #define AAN_BIND_ATTRS                 \
   .Attr<int64_t>("num_layers")         \
       .Attr<int64_t>("num_heads")      \
