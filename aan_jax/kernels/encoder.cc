@@ -213,17 +213,18 @@ inline void LayerNormBwd(const V* __restrict__ dy, const V* __restrict__ n,
   }
 }
 
-// out (T, N) = in (T, K) @ W (K, N) + b; W and b are shared by the lanes.
+// out (T, N) = in (T, K) @ W (K, N) + b; W and b are shared by the lanes. (Each output
+// is one accumulator over k, so it stays in a register; an outer loop over k would load
+// and store the whole output row for every k.)
 inline void Dense(const V* __restrict__ in, const float* __restrict__ W,
                   const float* __restrict__ b, V* __restrict__ out, int64_t T, int64_t K,
                   int64_t N) {
   for (int64_t t = 0; t < T; ++t) {
-    V* o = out + t * N;
-    for (int64_t j = 0; j < N; ++j) o[j] = Splat(b[j]);
-    for (int64_t k = 0; k < K; ++k) {
-      const V a = in[t * K + k];
-      const float* w = W + k * N;
-      for (int64_t j = 0; j < N; ++j) o[j] += a * w[j];
+    const V* x = in + t * K;
+    for (int64_t j = 0; j < N; ++j) {
+      V acc = Splat(b[j]);
+      for (int64_t k = 0; k < K; ++k) acc += x[k] * W[k * N + j];
+      out[t * N + j] = acc;
     }
   }
 }
