@@ -30,6 +30,7 @@ import threading
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "encoder.cc")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno"]
@@ -121,8 +122,7 @@ def unavailable_reason() -> str:
 
 def layer_size(d_model: int) -> int:
   """Parameters per layer in the packed layout (see encoder.cc)."""
-  d = d_model
-  return 2 * d + 3 * d * d + 3 * d + d * d + d + 2 * d + d * d + d
+  return 5 * d_model * d_model + 9 * d_model  # 5 matrices, 5 biases, 2 norms' scale and bias
 
 
 def _attrs(num_layers, num_heads, ffn, rate, attention_rate):
@@ -186,20 +186,16 @@ def encoder(x, params, seed, *, num_layers: int, num_heads: int, ffn: str = "rel
 
 
 def pack_encoder_params(p: dict, num_layers: int) -> jax.Array:
-  """aan_jax.layers.Encoder's parameters (layer_0 ... and norm) in encoder.cc's layout."""
-  parts = []
-  for i in range(num_layers):
-    lp = p[f"layer_{i}"]
-    a = lp["attn"]
-    d = lp["sub_attn"]["norm"]["scale"].shape[0]
-    wqkv = jnp.concatenate([a[n]["kernel"].reshape(d, d) for n in ("query", "key", "value")], 1)
-    bqkv = jnp.concatenate([a[n]["bias"].reshape(d) for n in ("query", "key", "value")])
-    parts += [lp["sub_attn"]["norm"]["scale"], lp["sub_attn"]["norm"]["bias"],
-              wqkv.reshape(-1), bqkv, a["out"]["kernel"].reshape(-1), a["out"]["bias"],
-              lp["sub_ff"]["norm"]["scale"], lp["sub_ff"]["norm"]["bias"],
-              lp["ff"]["dense"]["kernel"].reshape(-1), lp["ff"]["dense"]["bias"]]
-  parts += [p["norm"]["scale"], p["norm"]["bias"]]
-  return jnp.concatenate([jnp.asarray(q, jnp.float32).reshape(-1) for q in parts])
+  """aan_jax.layers.Encoder's parameters (layer_0 ... and norm) in encoder.cc's layout.
+
+  That layout is each layer's leaves in `jax.flatten_util.ravel_pytree` order, then the
+  final norm's: the order in which the engine's flat parameter vector already holds them
+  (for up to 10 layers, where "layer_i" sort as numbers), so that XLA turns this
+  concatenation of slices of that vector into one slice (and its gradient into one
+  update): ~0.5 s less to compile the training program than with a layout of its own.
+  """
+  return ravel_pytree([*(p[f"layer_{i}"] for i in range(num_layers)), p["norm"]])[0].astype(
+      jnp.float32)
 
 
 def dropout_probe(n: int, rate: float, seed: int, base: int = 0) -> np.ndarray:

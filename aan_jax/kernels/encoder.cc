@@ -21,8 +21,8 @@
 //
 // Operand layout (leading "run" axes, e.g. from vmap, are flattened into R):
 //   x       f32 (R, B, T, D)        tokens
-//   params  f32 (R, L * P + 2 D)    per layer [ln1 g, ln1 b, Wqkv (D,3D), bqkv (3D),
-//                                   Wo (D,D), bo, ln2 g, ln2 b, Wf (D,D), bf], then final g, b
+//   params  f32 (R, L * P + 2 D)    per layer its leaves in ravel_pytree order (see
+//                                   LayerOffsets), then the final norm's bias and scale
 //   seed    u32 (R)                 dropout seed per run
 // Attributes: num_layers, num_heads, ffn (0 relu, 1 tanh_residual), rate (residual and
 // feed-forward dropout), attn_rate, eps.
@@ -103,12 +103,19 @@ struct Dims {
   float rate, attn_rate, eps;
 };
 
-// Offsets into one layer's parameters.
+// Offsets into one layer's parameters: aan_jax.layers.EncoderLayer's leaves in
+// jax.flatten_util.ravel_pytree's (sorted-key) order, so that the engine's flat parameter
+// vector holds each layer as one contiguous slice (see aan_jax.kernels.pack_encoder_params).
+// Attention kernels (d, heads, d_head) and (heads, d_head, d) read as (D, D) matrices.
 struct LayerOffsets {
-  int64_t g1, b1, wqkv, bqkv, wo, bo, g2, b2, wf, bf, size;
+  int64_t bk, wk, bo, wo, bq, wq, bv, wv, bf, wf, b1, g1, b2, g2, size;
   explicit LayerOffsets(int64_t D) {
-    g1 = 0; b1 = D; wqkv = 2 * D; bqkv = wqkv + 3 * D * D; wo = bqkv + 3 * D;
-    bo = wo + D * D; g2 = bo + D; b2 = g2 + D; wf = b2 + D; bf = wf + D * D; size = bf + D;
+    int64_t at = 0;
+    auto next = [&](int64_t n) { const int64_t r = at; at += n; return r; };
+    bk = next(D); wk = next(D * D); bo = next(D); wo = next(D * D); bq = next(D);
+    wq = next(D * D); bv = next(D); wv = next(D * D); bf = next(D); wf = next(D * D);
+    b1 = next(D); g1 = next(D); b2 = next(D); g2 = next(D);
+    size = at;
   }
 };
 
@@ -216,25 +223,27 @@ inline void LayerNormBwd(const V* __restrict__ dy, const V* __restrict__ n,
 // out (T, N) = in (T, K) @ W (K, N) + b; W and b are shared by the lanes. (Each output
 // is one accumulator over k, so it stays in a register; an outer loop over k would load
 // and store the whole output row for every k.)
+// ldo: the row stride of out.
 inline void Dense(const V* __restrict__ in, const float* __restrict__ W,
                   const float* __restrict__ b, V* __restrict__ out, int64_t T, int64_t K,
-                  int64_t N) {
+                  int64_t N, int64_t ldo) {
   for (int64_t t = 0; t < T; ++t) {
     const V* x = in + t * K;
     for (int64_t j = 0; j < N; ++j) {
       V acc = Splat(b[j]);
       for (int64_t k = 0; k < K; ++k) acc += x[k] * W[k * N + j];
-      out[t * N + j] = acc;
+      out[t * ldo + j] = acc;
     }
   }
 }
 
 // Backward of Dense: din += dout @ W^T (if din), dW += in^T dout, db += sum dout (per lane).
+// ldo: the row stride of dout.
 inline void DenseBwd(const V* __restrict__ in, const float* __restrict__ W,
                      const V* __restrict__ dout, V* __restrict__ din, V* __restrict__ dW,
-                     V* __restrict__ db, int64_t T, int64_t K, int64_t N) {
+                     V* __restrict__ db, int64_t T, int64_t K, int64_t N, int64_t ldo) {
   for (int64_t t = 0; t < T; ++t) {
-    const V* gr = dout + t * N;
+    const V* gr = dout + t * ldo;
     for (int64_t j = 0; j < N; ++j) db[j] += gr[j];
     for (int64_t k = 0; k < K; ++k) {
       const V a = in[t * K + k];
@@ -273,7 +282,9 @@ void ForwardGroup(const Dims& d, const V* x, const float* prm, uint32_t key, VU 
     VU ctr = base + static_cast<uint32_t>(l * ws.sites);
     std::memcpy(c.x, cur, sizeof(V) * T * D);
     LayerNormFwd(c.x, p + off.g1, p + off.b1, c.n1, c.inv1, c.h1, T, D, d.eps);
-    Dense(c.h1, p + off.wqkv, p + off.bqkv, c.qkv, T, D, 3 * D);
+    Dense(c.h1, p + off.wq, p + off.bq, c.qkv, T, D, D, 3 * D);
+    Dense(c.h1, p + off.wk, p + off.bk, c.qkv + D, T, D, D, 3 * D);
+    Dense(c.h1, p + off.wv, p + off.bv, c.qkv + 2 * D, T, D, D, 3 * D);
     Masks(c.ma, H * T * T, d.attn_rate, key, ctr);
     ctr += static_cast<uint32_t>(H * T * T);
     for (int64_t i = 0; i < T * D; ++i) c.o[i] = Splat(0.f);
@@ -302,7 +313,7 @@ void ForwardGroup(const Dims& d, const V* x, const float* prm, uint32_t key, VU 
         }
       }
     }
-    Dense(c.o, p + off.wo, p + off.bo, a, T, D, D);
+    Dense(c.o, p + off.wo, p + off.bo, a, T, D, D, D);
     Masks(c.mr1, T * D, d.rate, key, ctr);
     ctr += static_cast<uint32_t>(T * D);
     for (int64_t i = 0; i < T * D; ++i) c.x1[i] = c.x[i] + a[i] * c.mr1[i];
@@ -312,18 +323,18 @@ void ForwardGroup(const Dims& d, const V* x, const float* prm, uint32_t key, VU 
     Masks(c.mr2, T * D, d.rate, key, ctr);
     V* out = (l + 1 < d.L) ? ws.layers[l + 1].x : ws.t1;  // next layer's input
     if (d.ffn == 0) {
-      Dense(c.h2, p + off.wf, p + off.bf, c.u, T, D, D);
+      Dense(c.h2, p + off.wf, p + off.bf, c.u, T, D, D, D);
       for (int64_t i = 0; i < T * D; ++i)
         out[i] = c.x1[i] + Max(c.u[i], Splat(0.f)) * c.mf[i] * c.mr2[i];
     } else {
       for (int64_t i = 0; i < T * D; ++i) c.u[i] = (c.h2[i] + Tanh(c.h2[i])) * c.mf[i];
-      Dense(c.u, p + off.wf, p + off.bf, a, T, D, D);
+      Dense(c.u, p + off.wf, p + off.bf, a, T, D, D, D);
       for (int64_t i = 0; i < T * D; ++i) out[i] = c.x1[i] + a[i] * c.mr2[i];
     }
     cur = out;
   }
   const float* fin = prm + d.L * d.P;
-  LayerNormFwd(cur, fin, fin + D, ws.nf, ws.invf, ws.y, T, D, d.eps);
+  LayerNormFwd(cur, fin + D, fin, ws.nf, ws.invf, ws.y, T, D, d.eps);  // [bias, scale]
 }
 
 // Backward of one group: dx (T, D) and accumulates per-lane parameter gradients dprm.
@@ -343,7 +354,7 @@ void BackwardGroup(const Dims& d, const float* prm, Workspace& ws, const V* dy, 
   const float* fin = prm + d.L * d.P;
   V* dfin = dprm + d.L * d.P;
   for (int64_t i = 0; i < T * D; ++i) g[i] = Splat(0.f);
-  LayerNormBwd(dy, ws.nf, ws.invf, fin, g, dfin, dfin + D, T, D, d.eps);
+  LayerNormBwd(dy, ws.nf, ws.invf, fin + D, g, dfin + D, dfin, T, D, d.eps);
   for (int64_t l = d.L - 1; l >= 0; --l) {
     const LayerCache& c = ws.layers[l];
     const float* p = prm + l * d.P;
@@ -354,10 +365,10 @@ void BackwardGroup(const Dims& d, const float* prm, Workspace& ws, const V* dy, 
     if (d.ffn == 0) {
       for (int64_t i = 0; i < T * D; ++i)
         t2[i] = c.u[i] > 0.f ? g[i] * c.mr2[i] * c.mf[i] : Splat(0.f);
-      DenseBwd(c.h2, p + off.wf, t2, t1, dpl + off.wf, dpl + off.bf, T, D, D);
+      DenseBwd(c.h2, p + off.wf, t2, t1, dpl + off.wf, dpl + off.bf, T, D, D, D);
     } else {
       for (int64_t i = 0; i < T * D; ++i) t2[i] = g[i] * c.mr2[i];
-      DenseBwd(c.u, p + off.wf, t2, t1, dpl + off.wf, dpl + off.bf, T, D, D);
+      DenseBwd(c.u, p + off.wf, t2, t1, dpl + off.wf, dpl + off.bf, T, D, D, D);
       for (int64_t i = 0; i < T * D; ++i) {
         const V th = Tanh(c.h2[i]);
         t1[i] = t1[i] * c.mf[i] * (2.f - th * th);
@@ -367,7 +378,7 @@ void BackwardGroup(const Dims& d, const float* prm, Workspace& ws, const V* dy, 
     // Attention branch, x1 = x + drop(Wo o + bo); g1 = d x1.
     std::memcpy(g, g1, sizeof(V) * T * D);  // d x from the residual
     for (int64_t i = 0; i < T * D; ++i) { t2[i] = g1[i] * c.mr1[i]; t1[i] = Splat(0.f); }
-    DenseBwd(c.o, p + off.wo, t2, t1, dpl + off.wo, dpl + off.bo, T, D, D);  // t1 = d o
+    DenseBwd(c.o, p + off.wo, t2, t1, dpl + off.wo, dpl + off.bo, T, D, D, D);  // t1 = d o
     for (int64_t i = 0; i < 3 * T * D; ++i) dqkv[i] = Splat(0.f);
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t i = 0; i < T; ++i) {
@@ -395,7 +406,9 @@ void BackwardGroup(const Dims& d, const float* prm, Workspace& ws, const V* dy, 
       }
     }
     for (int64_t i = 0; i < T * D; ++i) t1[i] = Splat(0.f);  // d h1
-    DenseBwd(c.h1, p + off.wqkv, dqkv, t1, dpl + off.wqkv, dpl + off.bqkv, T, D, 3 * D);
+    DenseBwd(c.h1, p + off.wq, dqkv, t1, dpl + off.wq, dpl + off.bq, T, D, D, 3 * D);
+    DenseBwd(c.h1, p + off.wk, dqkv + D, t1, dpl + off.wk, dpl + off.bk, T, D, D, 3 * D);
+    DenseBwd(c.h1, p + off.wv, dqkv + 2 * D, t1, dpl + off.wv, dpl + off.bv, T, D, D, 3 * D);
     LayerNormBwd(t1, c.n1, c.inv1, p + off.g1, g, dpl + off.g1, dpl + off.b1, T, D, d.eps);
   }
 }
