@@ -127,11 +127,13 @@ def test_wrong_params_size_is_a_clear_error():
                     num_layers=1, num_heads=2, ffn="gelu")
 
 
-def test_engine_trains_the_same_with_either_encoder_without_dropout():
+@pytest.mark.parametrize("model", ["feature_aan", "feature_temporal_aan"])
+def test_engine_trains_the_same_with_either_encoder_without_dropout(model):
   corpus = synthetic.make_corpus(segments_per_movie=12, seed=2, num_movies=4)
   cfg = train.get_config()
-  cfg.update(num_layers=2, batch_size=6, num_epochs=3, patience=2, dropout=0.0,
-             targets=("arousal",), modalities="vggish,emobase2010", checkpoint_every=3)
+  cfg.update(model=model, num_layers=2, batch_size=6, num_epochs=3, patience=2,
+             dropout=0.0, feature_dropout=0.0, targets=("arousal",),
+             modalities="vggish,emobase2010", checkpoint_every=3, window=3)
   res = {}
   for impl in ("xla", "cpu_kernel"):
     cfg.encoder_impl = impl
