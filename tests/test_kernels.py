@@ -155,17 +155,29 @@ def test_auto_uses_the_kernel_on_cpu_and_can_be_turned_off(monkeypatch):
     train.resolve_encoder_impl("cpu_kernel")
 
 
-def test_a_failed_build_says_why_and_auto_falls_back(tmp_path):
-  # A fresh process with an empty kernel cache and a compiler that always fails.
+@pytest.mark.parametrize("cause", ["compiler", "cache"])
+def test_a_failed_build_says_why_and_auto_falls_back(tmp_path, cause):
+  # A fresh process with an empty kernel cache and a compiler that fails after pages of
+  # warnings, or with a kernel cache that cannot be created (a file is in the way).
   code = textwrap.dedent("""
       from aan_jax import kernels, train
       assert not kernels.available()
-      print("REASON", kernels.unavailable_reason().splitlines()[0])
+      print("REASON", kernels.unavailable_reason().replace("\\n", " | "))
       print("IMPL", train.resolve_encoder_impl("auto"))
   """)
-  env = dict(os.environ, AAN_KERNEL_CACHE=str(tmp_path / "k"), CXX="false")
+  (tmp_path / "file").write_text("")
+  cxx = tmp_path / "cxx"
+  cxx.write_text("#!/bin/sh\nfor i in 1 2 3; do echo 'ffi.h:1:1: warning: noise' >&2; done\n"
+                 "echo 'encoder.cc:9:9: error: boom' >&2\nexit 3\n")
+  cxx.chmod(0o755)
+  cache = tmp_path / ("k" if cause == "compiler" else "file/k")
+  env = dict(os.environ, AAN_KERNEL_CACHE=str(cache), CXX=str(cxx))
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        check=True).stdout
-  assert "REASON compiling" in out and "encoder.cc failed" in out
+  if cause == "compiler":
+    assert "REASON compiling" in out and "encoder.cc failed (exit code 3" in out
+    assert "error: boom" in out and "noise" not in out
+  else:
+    assert "REASON cannot write the kernel cache" in out and "AAN_KERNEL_CACHE" in out
   assert "IMPL xla" in out
-  assert not list((tmp_path / "k").glob("*.so"))
+  assert not list(tmp_path.glob("**/*.so"))

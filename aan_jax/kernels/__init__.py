@@ -76,17 +76,26 @@ def build(verbose: bool = False) -> str:
   if not cxx:
     raise RuntimeError("no C++ compiler found (g++, c++ or clang++; or set $CXX); "
                        "install one (e.g. `apt install g++`) for the fused CPU encoder")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  # Build to a temporary name and rename, so that concurrent builds never see half a file.
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-  os.close(fd)
+  folder = os.path.dirname(path)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    # Build to a temporary name and rename, so that concurrent builds never see half a file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+    os.close(fd)
+  except OSError as e:
+    raise RuntimeError(f"cannot write the kernel cache {folder!r} ({e}); set "
+                       "$AAN_KERNEL_CACHE to a writable folder") from e
   cmd = [cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
   if verbose:
     print(" ".join(cmd), flush=True)
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if proc.returncode != 0:
     os.unlink(tmp)
-    raise RuntimeError(f"compiling {_SOURCE} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    # The compiler's errors first: jaxlib's headers add pages of warnings around them.
+    errors = [l for l in proc.stderr.splitlines() if " error" in l or l.startswith("error")]
+    detail = "\n".join(errors[:20]) or proc.stderr[-3000:] or proc.stdout[-3000:]
+    raise RuntimeError(f"compiling {_SOURCE} failed (exit code {proc.returncode}: "
+                       f"{' '.join(cmd)}):\n{detail}")
   os.replace(tmp, path)
   return path
 
