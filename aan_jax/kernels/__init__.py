@@ -1,8 +1,8 @@
 """Hand-written XLA:CPU kernels: the Feature AAN's encoder, fused, forward and backward.
 
 Why: on a CPU, XLA runs the tiny encoder (5 tokens of width 8) as ~1,000 small kernels
-per training step, which made it most of a step (README, Speed). `encoder.cc` does all
-layers of one sample at a time instead. It is C++ compiled on first use with the
+per training step, which made it most of a step (README, Speed). `encoder.cc` instead
+takes 8 samples at a time through all layers, one per SIMD lane. It is C++ compiled on first use with the
 system's C++ compiler against the XLA FFI headers that jaxlib ships, cached in
 `$AAN_KERNEL_CACHE` or `~/.cache/aan_jax/kernels` (keyed by source, jaxlib version and
 CPU flags), and registered as an XLA FFI target. Without a compiler, or when the build
@@ -88,7 +88,12 @@ def build(verbose: bool = False) -> str:
   cmd = [cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
   if verbose:
     print(" ".join(cmd), flush=True)
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  except OSError as e:
+    os.unlink(tmp)
+    raise RuntimeError(f"cannot run the C++ compiler {cxx!r} ({e}); install g++ or set "
+                       "$CXX") from e
   if proc.returncode != 0:
     os.unlink(tmp)
     # The compiler's errors first: jaxlib's headers add pages of warnings around them.
