@@ -75,10 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   # dropout masks for a run whichever runs train with it ("rbg" does not under vmap), and
   # on 2 CPU cores it made a 12-fold step ~40% faster and the program compile ~40% sooner.
   c.prng_impl = "hash32"
-  # The Feature AAN's encoder (also the Feature+Temporal AAN's per-segment one) on a CPU:
-  # "auto" uses the fused hand-written kernel
-  # (aan_jax.kernels) when the default backend is the CPU and the kernel builds, else
-  # XLA's; "cpu_kernel" insists on the kernel; "xla" never uses it.
+  # The Feature AAN's encoder (also the Feature+Temporal AAN's per-segment one): "auto"
+  # uses the fused hand-written CPU kernel (aan_jax.kernels) when the default backend is
+  # the CPU and the kernel builds, else XLA's; "cpu_kernel" insists; "xla" never uses it.
   c.encoder_impl = "auto"
   return c
 
