@@ -120,18 +120,25 @@ def _load() -> bool:
     return _state["ok"]
 
 
+def _turned_off() -> bool:
+  return os.environ.get("AAN_KERNELS", "").lower() in ("0", "off", "false")
+
+
 def available() -> bool:
   """True when the fused encoder is compiled (or compiles now) and registered."""
-  if os.environ.get("AAN_KERNELS", "").lower() in ("0", "off", "false"):
-    return False
-  return _load()
+  return not _turned_off() and _load()
 
 
 def unavailable_reason() -> str:
-  if os.environ.get("AAN_KERNELS", "").lower() in ("0", "off", "false"):
+  if _turned_off():
     return "turned off by AAN_KERNELS"
   _load()
   return _state.get("reason", "")
+
+
+def _require() -> None:
+  if not available():
+    raise RuntimeError(f"the fused CPU encoder is not available: {unavailable_reason()}")
 
 
 def layer_size(d_model: int) -> int:
@@ -183,8 +190,7 @@ def encoder(x, params, seed, *, num_layers: int, num_heads: int, ffn: str = "rel
   """The fused encoder: x (batch, tokens, d) -> (batch, tokens, d), differentiable in x
   and params. params: (num_layers * layer_size(d) + 2 d,) packed as in encoder.cc;
   seed: uint32 scalar for the dropout masks (ignored when both rates are 0)."""
-  if not available():
-    raise RuntimeError(f"the fused CPU encoder is not available: {unavailable_reason()}")
+  _require()
   x = jnp.asarray(x, jnp.float32)
   if x.ndim != 3:
     raise ValueError(f"x must be (batch, tokens, d_model); got shape {x.shape}")
@@ -194,8 +200,8 @@ def encoder(x, params, seed, *, num_layers: int, num_heads: int, ffn: str = "rel
     raise ValueError(f"params must have shape ({want},) for d_model={d}, "
                      f"{num_layers} layers; got {params.shape}")
   attrs = _attrs(num_layers, num_heads, ffn, rate, attention_rate)
-  seed = jnp.asarray(seed, jnp.uint32).reshape(())
-  return _encoder(x, jnp.asarray(params, jnp.float32), seed.reshape(1),
+  seed = jnp.asarray(seed, jnp.uint32).reshape(1)  # one per run: vmap adds the run axis
+  return _encoder(x, jnp.asarray(params, jnp.float32), seed,
                   tuple(sorted(attrs.items())))
 
 
@@ -214,8 +220,7 @@ def pack_encoder_params(p: dict, num_layers: int) -> jax.Array:
 
 def dropout_probe(n: int, rate: float, seed: int, base: int = 0) -> np.ndarray:
   """The kernel's dropout multipliers for counters base .. base + n * lanes - 1 (tests)."""
-  if not available():
-    raise RuntimeError(f"the fused CPU encoder is not available: {unavailable_reason()}")
+  _require()
   fn = _state["lib"].AanDropoutProbe
   fn.restype = ctypes.c_int
   lanes = 64  # an upper bound on the kernel's lanes

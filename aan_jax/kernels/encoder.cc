@@ -31,6 +31,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -46,7 +48,9 @@ typedef uint32_t VU __attribute__((vector_size(kLanes * 4)));
 
 inline V Splat(float a) { return V{} + a; }
 
-inline VU Mix(VU x) {  // lowbias32 (C. Wellons), as in aan_jax/prng.py
+// lowbias32 (C. Wellons), as in aan_jax/prng.py; U is uint32_t or a lane vector of them.
+template <class U>
+inline U Mix(U x) {
   x ^= x >> 16;
   x *= 0x7FEB352Du;
   x ^= x >> 15;
@@ -54,13 +58,8 @@ inline VU Mix(VU x) {  // lowbias32 (C. Wellons), as in aan_jax/prng.py
   return x ^ (x >> 16);
 }
 
-inline uint32_t Mix1(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  return x ^ (x >> 16);
-}
+// A run's dropout key from its seed.
+inline uint32_t RunKey(uint32_t seed) { return Mix(seed + 0x632BE5ABu); }
 
 inline V Max(V a, V b) { return a > b ? a : b; }
 
@@ -92,13 +91,14 @@ inline V Tanh(V x) {  // 1 - 2 / (e^{2x} + 1), odd
 }
 
 inline V Sqrt(V x) {
-  V r;
+  V r = x;
   for (int i = 0; i < kLanes; ++i) r[i] = std::sqrt(x[i]);
   return r;
 }
 
 struct Dims {
-  int64_t R, B, T, D, L, H, P;  // P: parameters per layer
+  int64_t R, B, T, D, L, H;
+  int64_t P, NP;  // parameters per layer, per run
   int ffn;
   float rate, attn_rate, eps;
 };
@@ -148,21 +148,25 @@ struct Workspace {
   int64_t sites;  // dropout elements per layer and sample
   explicit Workspace(const Dims& d) {
     const int64_t T = d.T, D = d.D, H = d.H;
-    const int64_t per = 7 * T * D + 2 * T + T * 3 * D + 2 * H * T * T + 4 * T * D;
-    buf.resize(d.L * per + T * D + T + 5 * T * D + 3 * T * D + H * T * T);
-    V* q = buf.data();
-    auto take = [&](int64_t n) { V* r = q; q += n; return r; };
+    // Lists every array and its size, then carves them out of one buffer.
+    std::vector<std::pair<V**, int64_t>> parts;
+    auto take = [&](V*& p, int64_t n) { parts.emplace_back(&p, n); };
     layers.resize(d.L);
     for (auto& c : layers) {
-      c.x = take(T * D); c.n1 = take(T * D); c.inv1 = take(T); c.h1 = take(T * D);
-      c.qkv = take(T * 3 * D); c.p = take(H * T * T); c.ma = take(H * T * T);
-      c.o = take(T * D); c.mr1 = take(T * D); c.x1 = take(T * D); c.n2 = take(T * D);
-      c.inv2 = take(T); c.h2 = take(T * D); c.u = take(T * D); c.mf = take(T * D);
-      c.mr2 = take(T * D);
+      take(c.x, T * D); take(c.n1, T * D); take(c.inv1, T); take(c.h1, T * D);
+      take(c.qkv, T * 3 * D); take(c.p, H * T * T); take(c.ma, H * T * T);
+      take(c.o, T * D); take(c.mr1, T * D); take(c.x1, T * D); take(c.n2, T * D);
+      take(c.inv2, T); take(c.h2, T * D); take(c.u, T * D); take(c.mf, T * D);
+      take(c.mr2, T * D);
     }
-    nf = take(T * D); invf = take(T); y = take(T * D);
-    t0 = take(T * D); t1 = take(T * D); t2 = take(T * D); t3 = take(T * D + H * T * T);
-    dqkv = take(3 * T * D);
+    take(nf, T * D); take(invf, T); take(y, T * D);
+    take(t0, T * D); take(t1, T * D); take(t2, T * D); take(t3, T);
+    take(dqkv, 3 * T * D);
+    int64_t total = 0;
+    for (const auto& part : parts) total += part.second;
+    buf.resize(total);
+    V* q = buf.data();
+    for (const auto& part : parts) { *part.first = q; q += part.second; }
     sites = H * T * T + 3 * T * D;
   }
 };
@@ -427,7 +431,8 @@ ffi::Error ReadDims(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& params,
   if (d.D > 256 || d.L < 1)
     return ffi::Error::InvalidArgument("the encoder kernel supports 1 <= d_model <= 256");
   d.P = LayerOffsets(d.D).size;
-  if (params.element_count() != d.R * (d.L * d.P + 2 * d.D))
+  d.NP = d.L * d.P + 2 * d.D;
+  if (static_cast<int64_t>(params.element_count()) != d.R * d.NP)
     return ffi::Error::InvalidArgument("params has the wrong size for these dims");
   if (static_cast<int64_t>(seed.element_count()) != d.R)
     return ffi::Error::InvalidArgument("seed must have one element per run");
@@ -462,10 +467,10 @@ template <int64_t kT, int64_t kD, int64_t kH>
 void ForwardAll(const Dims& d, const float* x, const float* params, const uint32_t* seed,
                 float* y) {
   Workspace ws(d);
-  const int64_t per = d.T * d.D, np = d.L * d.P + 2 * d.D;
+  const int64_t per = d.T * d.D, np = d.NP;
   std::vector<V> xg(per);
   for (int64_t r = 0; r < d.R; ++r) {
-    const uint32_t key = Mix1(seed[r] + 0x632BE5ABu);
+    const uint32_t key = RunKey(seed[r]);
     for (int64_t b0 = 0; b0 < d.B; b0 += kLanes) {
       LoadGroup(x + r * d.B * per, b0, d.B, per, xg.data());
       ForwardGroup<kT, kD, kH>(d, xg.data(), params + r * np, key, GroupBase(d, b0, ws.sites), ws);
@@ -478,10 +483,10 @@ template <int64_t kT, int64_t kD, int64_t kH>
 void BackwardAll(const Dims& d, const float* x, const float* params, const uint32_t* seed,
                  const float* dy, float* dx, float* dparams) {
   Workspace ws(d);
-  const int64_t per = d.T * d.D, np = d.L * d.P + 2 * d.D;
+  const int64_t per = d.T * d.D, np = d.NP;
   std::vector<V> xg(per), dyg(per), dxg(per), acc(np);
   for (int64_t r = 0; r < d.R; ++r) {
-    const uint32_t key = Mix1(seed[r] + 0x632BE5ABu);
+    const uint32_t key = RunKey(seed[r]);
     const float* prm = params + r * np;
     for (auto& v : acc) v = Splat(0.f);
     for (int64_t b0 = 0; b0 < d.B; b0 += kLanes) {
@@ -499,6 +504,19 @@ void BackwardAll(const Dims& d, const float* x, const float* params, const uint3
   }
 }
 
+// Calls f(kT, kD, kH) with the sizes as std::integral_constant: the Feature AAN's
+// compiled as constants, any other through the runtime path (0, 0, 0).
+template <class F>
+void WithSizes(const Dims& d, F&& f) {
+  using std::integral_constant;
+  if (d.T == 5 && d.D == 8 && d.H == 2)
+    f(integral_constant<int64_t, 5>{}, integral_constant<int64_t, 8>{},
+      integral_constant<int64_t, 2>{});
+  else
+    f(integral_constant<int64_t, 0>{}, integral_constant<int64_t, 0>{},
+      integral_constant<int64_t, 0>{});
+}
+
 ffi::Error EncoderFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> params,
                           ffi::Buffer<ffi::U32> seed, ffi::ResultBuffer<ffi::F32> y,
                           int64_t num_layers, int64_t num_heads, int64_t ffn, float rate,
@@ -506,10 +524,10 @@ ffi::Error EncoderFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> params,
   Dims d;
   ffi::Error err = ReadDims(x, params, seed, num_layers, num_heads, ffn, rate, attn_rate, eps, d);
   if (err.failure()) return err;
-  if (d.T == 5 && d.D == 8 && d.H == 2)
-    ForwardAll<5, 8, 2>(d, x.typed_data(), params.typed_data(), seed.typed_data(), y->typed_data());
-  else
-    ForwardAll<0, 0, 0>(d, x.typed_data(), params.typed_data(), seed.typed_data(), y->typed_data());
+  WithSizes(d, [&](auto t, auto e, auto h) {
+    ForwardAll<decltype(t)::value, decltype(e)::value, decltype(h)::value>(
+        d, x.typed_data(), params.typed_data(), seed.typed_data(), y->typed_data());
+  });
   return ffi::Error::Success();
 }
 
@@ -521,12 +539,11 @@ ffi::Error EncoderBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> params,
   Dims d;
   ffi::Error err = ReadDims(x, params, seed, num_layers, num_heads, ffn, rate, attn_rate, eps, d);
   if (err.failure()) return err;
-  if (d.T == 5 && d.D == 8 && d.H == 2)
-    BackwardAll<5, 8, 2>(d, x.typed_data(), params.typed_data(), seed.typed_data(),
-                         dy.typed_data(), dx->typed_data(), dparams->typed_data());
-  else
-    BackwardAll<0, 0, 0>(d, x.typed_data(), params.typed_data(), seed.typed_data(),
-                         dy.typed_data(), dx->typed_data(), dparams->typed_data());
+  WithSizes(d, [&](auto t, auto e, auto h) {
+    BackwardAll<decltype(t)::value, decltype(e)::value, decltype(h)::value>(
+        d, x.typed_data(), params.typed_data(), seed.typed_data(), dy.typed_data(),
+        dx->typed_data(), dparams->typed_data());
+  });
   return ffi::Error::Success();
 }
 
@@ -538,7 +555,7 @@ extern "C" int AanDropoutProbe(int64_t n, float rate, uint32_t seed, uint32_t ba
   std::vector<V> m(n);
   VU b;
   for (int lane = 0; lane < kLanes; ++lane) b[lane] = base + static_cast<uint32_t>(lane * n);
-  Masks(m.data(), n, rate, Mix1(seed + 0x632BE5ABu), b);
+  Masks(m.data(), n, rate, RunKey(seed), b);
   for (int lane = 0; lane < kLanes; ++lane)
     for (int64_t i = 0; i < n; ++i) out[lane * n + i] = m[i][lane];
   return kLanes;
