@@ -1,0 +1,362 @@
+"""aan_jax.predict and `python -m experiments.predict`: curves, bands, events, outputs, browser."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import aan_jax
+from aan_jax import film_report, predict
+from aan_jax.features import FEATURE_DIMS, FEATURES
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fake_export  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SAMPLE_FILES = {"resnet50": "resnet50", "flownet": "flownet", "i3d": "i3d",
+                "vggish": "vggish", "emobase2010": "emobase"}
+
+
+def _write_video(path, **kw):
+  """The extractor tests' generator of tiny videos (moving gradient + 440 Hz tone)."""
+  spec = importlib.util.spec_from_file_location(
+      "extract_conftest", pathlib.Path(__file__).parent / "extract" / "conftest.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.write_video(path, **kw)
+
+
+def _npz(path, feats: dict, seg="fixed:5", hop=5.0, length=5.0, weights="pretrained"):
+  """An extractor-format .npz (extract.save_npz) holding `feats`."""
+  from extract import core
+  n = len(next(iter(feats.values())))
+  meta = {"segmentation": seg, "source": {"name": "film.mp4", "sha256": "0" * 64},
+          "features": list(feats), "weights": {f: {"mode": weights} for f in feats},
+          "nan_features": []}
+  start = np.arange(n) * hop
+  core.save_npz({**feats, "start_s": start, "end_s": start + length,
+                 "metadata": json.dumps(meta)}, path)
+  return str(path)
+
+
+def _read_csv(path):
+  with open(path) as f:
+    rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+  return rows[0], rows[1:]
+
+
+@pytest.fixture
+def fake_workdir_api(monkeypatch):
+  """aan_jax.export replaced by the stand-in for the duration of a test."""
+  monkeypatch.setitem(sys.modules, "aan_jax.export", fake_export)
+  monkeypatch.setattr(aan_jax, "export", fake_export, raising=False)
+  return fake_export
+
+
+@pytest.fixture(scope="module")
+def samples(reference_dir):
+  h5py = pytest.importorskip("h5py")
+  out = {}
+  for name, stem in SAMPLE_FILES.items():
+    with h5py.File(reference_dir / "sample_inputs" / f"{stem}_sample.h5", "r") as f:
+      out[name] = np.asarray(f["default"][()], np.float32)
+  return out
+
+
+# ---- The authors' released models ------------------------------------------------------------
+
+def test_released_npz_equals_convert_and_flax(reference_dir, samples, tmp_path, capsys):
+  from aan_jax import convert
+  from experiments import predict as cli
+  npz = _npz(tmp_path / "sample.npz", samples)
+  assert cli.main([npz, "--models", f"released:{reference_dir}", "--out", str(tmp_path / "o"),
+                   "--no-progress"]) == 0
+  header, rows = _read_csv(tmp_path / "o" / "sample.csv")
+  assert header == ["start_s", "end_s", "arousal", "valence"]
+  doc = json.loads((tmp_path / "o" / "sample.json").read_text())
+  src = predict.load_source(f"released:{reference_dir}")
+  curves = predict.predict_curves(dict(np.load(npz)), [src])
+  for target in ("arousal", "valence"):
+    path = reference_dir / "trained_models" / (
+        f"MDB_{target}_COGNIMUSE_attention_model_Feature_AAN_video_audio.pth")
+    model, variables = convert.from_attendaffectnet(path)
+    apply = jax.jit(functools.partial(model.apply, deterministic=True))
+    want = np.asarray(apply(variables, samples), np.float64)
+    got = next(c for c in curves if c.target == target)
+    np.testing.assert_array_equal(got.mean, want)  # the same compiled program: bit for bit
+    eager = np.asarray(model.apply(variables, samples, deterministic=True), np.float64)
+    np.testing.assert_allclose(got.mean, eager, atol=1e-6, rtol=0)  # op by op: float32 rounding
+    assert not got.has_band and got.fold_names == ["MDB"]
+    col = header.index(target)
+    np.testing.assert_allclose([float(r[col]) for r in rows], want, atol=1e-6, rtol=0)
+    jc = next(c for c in doc["curves"] if c["target"] == target)
+    np.testing.assert_allclose(jc["mean"], want, atol=1e-6, rtol=0)
+  meta = doc["metadata"]
+  assert meta["source_sha256"] == "0" * 64 and meta["segmentation"] == {"fixed:5": list(FEATURES)}
+  files = {m["metadata"]["file"] for m in meta["sources"][0]["models"]}
+  assert len(files) == 2 and all("video_audio" in f for f in files)
+  assert all(ev["type"] == "emotion" and "evidence" in ev["object"] for ev in doc["events"])
+
+
+def test_released_variant_is_chosen_from_what_can_be_computed(reference_dir):
+  with pytest.raises(predict.SourceError) as e:
+    predict.load_source(f"released:{reference_dir}", available=["vggish", "i3d", "emobase2010"])
+  msg = str(e.value)
+  assert "resnet50, flownet cannot be computed" in msg and "released-audio:" in msg
+  with pytest.raises(predict.SourceError, match="audio-only pair also needs vggish"):
+    predict.load_source(f"released:{reference_dir}", available=["i3d", "emobase2010"])
+  src = predict.load_source(f"released-audio:{reference_dir}")
+  assert src.name == "released-audio" and src.features() == ("vggish", "emobase2010")
+  assert {m.metadata["variant"] for m in src.models} == {"audio"}
+
+
+def test_cli_names_missing_weights(reference_dir, tmp_path, monkeypatch, capsys):
+  from experiments import predict as cli
+  for var in ("AAN_RESNET50_WEIGHTS", "AAN_FLOWNETS_WEIGHTS", "AAN_VGGISH_WEIGHTS"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("AAN_WEIGHTS_DIR", str(tmp_path / "none"))
+  monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
+  video = _write_video(tmp_path / "v.mp4", seconds=1.0)
+  assert cli.main([str(video), "--models", f"released:{reference_dir}", "--out",
+                   str(tmp_path / "o"), "--no-progress"]) == 2
+  err = capsys.readouterr().err
+  assert "resnet50, flownet, vggish cannot be computed" in err
+  assert not (tmp_path / "o").exists()
+
+
+# ---- Workdir models: the fold band --------------------------------------------------------------
+
+def _film(n=40, seed=0):
+  rng = np.random.default_rng(seed)
+  feats = {f: rng.standard_normal((n, FEATURE_DIMS[f])).astype(np.float32)
+           for f in ("vggish", "emobase2010")}
+  start = np.arange(n) * 5.0
+  return {**feats, "start_s": start, "end_s": start + 5.0}
+
+
+def test_fold_band_is_zero_for_identical_folds(tmp_path, fake_workdir_api):
+  same = fake_export.write_workdir(tmp_path / "same", [
+      {"name": f"arousal_{f}", "target": "arousal", "fold": f, "seed": 7}
+      for f in ("BMI", "LOR", "GLA")])
+  diff = fake_export.write_workdir(tmp_path / "diff", [
+      {"name": f"arousal_{f}", "target": "arousal", "fold": f, "seed": i}
+      for i, f in enumerate(("BMI", "LOR", "GLA"))])
+  film = _film()
+  (c,) = predict.predict_curves(film, [predict.load_source(same)])
+  assert c.has_band and sorted(c.fold_names) == ["BMI", "GLA", "LOR"] and c.folds.shape == (3, 40)
+  np.testing.assert_array_equal(c.low, c.high)
+  np.testing.assert_array_equal(c.mean, c.folds[0])
+  assert np.std(c.mean) > 1e-3  # not a constant curve
+  (d,) = predict.predict_curves(film, [predict.load_source(diff)])
+  assert np.all(d.high - d.low > 0)
+  assert np.all((d.low <= d.mean) & (d.mean <= d.high))
+  np.testing.assert_allclose(d.mean, d.folds.mean(0))
+
+
+def test_cli_workdir_and_released_side_by_side(reference_dir, tmp_path, fake_workdir_api):
+  from experiments import predict as cli
+  wd = fake_export.write_workdir(tmp_path / "wd", [
+      {"name": f"{t}_{f}", "target": t, "fold": f, "seed": i + 10 * (t == "valence")}
+      for t in ("arousal", "valence") for i, f in enumerate(("BMI", "LOR"))]
+      + [{"name": "fear_split", "target": "fear", "task": "binary", "fold": "split", "seed": 3}])
+  film = _film(24)
+  npz = _npz(tmp_path / "film.npz", {f: film[f] for f in ("vggish", "emobase2010")})
+  out = tmp_path / "o"
+  assert cli.main([npz, "--models", f"ours={wd}", "--models",
+                   f"authors=released-audio:{reference_dir}", "--out", str(out),
+                   "--no-progress", "--no-video"]) == 0
+  header, rows = _read_csv(out / "film.csv")
+  assert header == ["start_s", "end_s", "ours/arousal", "ours/arousal_low", "ours/arousal_high",
+                    "ours/valence", "ours/valence_low", "ours/valence_high", "ours/fear",
+                    "authors/arousal", "authors/valence"]
+  assert len(rows) == 24
+  a = np.array([[float(r[i]) for i in (2, 3, 4)] for r in rows])
+  assert np.all(a[:, 1] <= a[:, 0] + 1e-6) and np.all(a[:, 0] <= a[:, 2] + 1e-6)
+  assert np.all(a[:, 2] > a[:, 1])
+  doc = json.loads((out / "film.json").read_text())
+  assert [s["name"] for s in doc["metadata"]["sources"]] == ["ours", "authors"]
+  fear = next(c for c in doc["curves"] if c["target"] == "fear")
+  assert fear["task"] == "binary" and all(0 <= p <= 1 for p in fear["mean"])
+  page = (out / "film.html").read_text()
+  assert "<video" not in page and "video left out" in page
+
+
+def test_synthetic_demo_workdir_band(tmp_path):
+  """The engine's real export: the synthetic demo's fold models on a synthetic movie."""
+  # Looked up as a file: an editable install may resolve a missing submodule elsewhere.
+  if not (pathlib.Path(aan_jax.__file__).parent / "export.py").is_file():
+    pytest.skip("aan_jax.export (the engine's model export) is not in this checkout yet; "
+                "the fake-export tests cover the workdir path")
+  from aan_jax import synthetic
+  env = {**os.environ, "PYTHONPATH": os.getcwd()}
+  wd = tmp_path / "wd"
+  subprocess.run([sys.executable, "-m", "experiments.cognimuse_loo",
+                  "--config.dataset=synthetic", "--config.num_epochs=2",
+                  "--config.synthetic.segments_per_movie=40", f"--workdir={wd}"],
+                 check=True, env=env, capture_output=True)
+  corpus = synthetic.make_corpus(segments_per_movie=30, seed=5, num_movies=2)
+  film = {f: np.asarray(corpus.features[f][0]) for f in FEATURES}
+  film["start_s"] = np.arange(30) * 5.0
+  film["end_s"] = film["start_s"] + 5.0
+  src = predict.load_source(str(wd))
+  curves = predict.predict_curves(film, [src])
+  assert {c.target for c in curves} >= {"arousal", "valence"}
+  for c in curves:
+    assert c.has_band and np.all(c.low <= c.mean) and np.all(c.mean <= c.high)
+
+
+# ---- Events -------------------------------------------------------------------------------------
+
+def _curve(target, values, task="regression", folds=1):
+  v = np.asarray(values, np.float64)
+  start = np.arange(len(v)) * 5.0
+  return predict.Curve("m", target, task, "fixed:5", start, start + 5.0,
+                       np.stack([v] * folds), [str(i) for i in range(folds)])
+
+
+def test_events_peaks_stretches_and_fear():
+  t = np.arange(120)
+  arousal = 0.1 * np.sin(t / 7.0)
+  arousal[30] = 2.0
+  arousal[90] = 1.5
+  evs = predict.curve_events(_curve("arousal", arousal, folds=2))
+  assert [e["object"]["start_s"] for e in evs[:2]] == [150.0, 450.0]
+  assert evs[0]["class"] == "arousal_peak" and evs[0]["seconds"] == 152.5
+  assert "sd above" in evs[0]["object"]["evidence"] and "band" in evs[0]["object"]
+  valence = np.zeros(120)
+  valence[20:26] = 1.0
+  valence[70:76] = -1.0
+  ev = {e["class"]: e for e in predict.curve_events(_curve("valence", valence))}
+  assert ev["most_positive"]["object"]["start_s"] == 100.0
+  assert ev["most_negative"]["object"]["start_s"] == 350.0
+  assert predict.curve_events(_curve("valence", np.zeros(50))) == []  # flat: nothing notable
+  fear = np.full(60, 0.1)
+  fear[10:14] = [0.6, 0.9, 0.7, 0.55]
+  fear[40] = 0.8
+  evs = predict.curve_events(_curve("fear", fear, task="binary"))
+  assert [(e["class"], e["object"]["start_s"], e["object"]["end_s"], e["seconds"])
+          for e in evs] == [("fear", 50.0, 70.0, 57.5), ("fear", 200.0, 205.0, 202.5)]
+  assert all(set(e) == {"type", "class", "seconds", "object"} for e in evs)
+
+
+def test_face_events_are_validated(tmp_path):
+  good = tmp_path / "a.events.json"
+  good.write_text(json.dumps([
+      {"type": "emotion", "class": "sad", "seconds": 9.5, "object": {"id": 1}},
+      {"type": "emotion", "class": "happy", "seconds": 2, "object": {"id": 0, "box": [0, 0, 4, 4],
+                                                                    "score": 0.9}}]))
+  assert [e["class"] for e in predict.load_face_events(good)] == ["happy", "sad"]
+  for text in ("{", '{"a": 1}', '[{"class": "x", "seconds": "soon"}]', '[{"seconds": 1}]'):
+    bad = tmp_path / "b.events.json"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+      predict.load_face_events(bad)
+
+
+def test_csv_with_two_segmentations():
+  a = _curve("arousal", [0.1, 0.2, 0.3])
+  b = predict.Curve("me", "fear", "binary", "sliding:10:5", np.array([0.0, 5.0]),
+                    np.array([10.0, 15.0]), np.array([[0.2, 0.7]]), ["split"])
+  text = film_report.to_csv([a, b], random_features=["vggish"])
+  lines = text.splitlines()
+  assert lines[0].startswith("# RANDOM weights for vggish")
+  assert lines[1] == "segmentation,start_s,end_s,m/arousal,me/fear"
+  assert lines[2] == "fixed:5,0.000,5.000,0.100000,"
+  assert lines[5] == "sliding:10:5,0.000,10.000,,0.200000"
+
+
+# ---- A generated video through the whole command -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def video_run(reference_dir, tmp_path_factory):
+  """The CLI on a generated 10-s video and a corrupt file (random weights, audio models)."""
+  from experiments import predict as cli
+  d = tmp_path_factory.mktemp("predict")
+  _write_video(d / "clip.mp4", seconds=10.0, width=96, height=64)
+  (d / "broken.mp4").write_bytes(np.random.RandomState(1).bytes(5000))
+  (d / "clip.events.json").write_text(json.dumps([
+      {"type": "emotion", "class": "happy", "seconds": 3.0,
+       "object": {"id": 0, "box": [10, 10, 40, 40], "score": 0.97}}]))
+  out = d / "out"
+  rc = cli.main([str(d / "clip.mp4"), str(d / "broken.mp4"), "--models",
+                 f"released-audio:{reference_dir}", "--out", str(out), "--weights", "random",
+                 "--no-progress"])
+  return d, out, rc
+
+
+def test_video_outputs_and_a_bad_file(video_run, capsys):
+  d, out, rc = video_run
+  assert rc == 1  # broken.mp4 failed, clip.mp4 did not
+  assert not (out / "broken.csv").exists()
+  header, rows = _read_csv(out / "clip.csv")
+  assert header == ["start_s", "end_s", "arousal", "valence"] and len(rows) == 2
+  assert (out / "clip.csv").read_text().startswith("# RANDOM weights for vggish")
+  doc = json.loads((out / "clip.json").read_text())
+  assert doc["metadata"]["random_weights"] == ["vggish"]
+  assert doc["face_events"][0]["class"] == "happy"
+  assert len(doc["metadata"]["source_sha256"]) == 64
+  assert (out / "clip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  page = (out / "clip.html").read_text()
+  assert 'src="../clip.mp4"' in page and "RANDOM weights for vggish" in page
+  assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+  assert "https://" not in page
+  cached = list((out / "features").glob("clip.*.fixed-5.npz"))
+  assert len(cached) == 1
+
+
+def test_rerun_with_other_models_decodes_nothing(video_run, tmp_path, monkeypatch,
+                                                 fake_workdir_api):
+  from extract import core
+  from experiments import predict as cli
+  d, out, _ = video_run
+
+  def no_decoding(*a, **k):
+    raise AssertionError("extract_file called: the cache was not used")
+  monkeypatch.setattr(core, "extract_file", no_decoding)
+  wd = fake_export.write_workdir(tmp_path / "wd", [
+      {"name": "a0", "target": "arousal", "fold": "A", "seed": 1, "modalities": ["emobase2010"]},
+      {"name": "a1", "target": "arousal", "fold": "B", "seed": 2, "modalities": ["emobase2010"]}])
+  out2 = tmp_path / "o2"
+  assert cli.main([str(d / "clip.mp4"), "--models", wd, "--out", str(out2), "--cache",
+                   str(out / "features"), "--weights", "random", "--no-progress"]) == 0
+  header, _ = _read_csv(out2 / "clip.csv")
+  assert header == ["start_s", "end_s", "arousal", "arousal_low", "arousal_high"]
+
+
+def _chromium():
+  for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+    if shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def test_report_in_headless_chromium(video_run, tmp_path):
+  browser = _chromium()
+  if not browser:
+    pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
+  _, out, _ = video_run
+  page = out / "clip.html"
+  proc = subprocess.run(
+      [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+       "--v=0", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+       "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+  dom = proc.stdout
+  console = [l for l in proc.stderr.splitlines() if ":CONSOLE" in l]
+  assert console == [], console  # no error, warning or failed load (the video included)
+  assert 'data-ready="1"' in dom, dom[-2000:]
+  assert "data-errors" not in dom
+  curves = re.findall(r'<polyline points="([^"]+)"[^>]*class="curve"', dom)
+  assert len(curves) == 2 and all(len(p.split()) == 2 for p in curves)  # 2 segments each
+  assert dom.count('class="cursor"') == 2 and dom.count('class="face-marker"') == 2
+  assert "happy" in dom and "arousal peak" in dom
