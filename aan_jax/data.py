@@ -15,29 +15,40 @@ import numpy as np
 
 from aan_jax.features import FEATURE_DIMS
 
-TARGETS = ("arousal", "valence")
+TARGETS = ("arousal", "valence", "fear")
+# A target's task: regression (the paper's loss and MSE/PCC/CCC) or binary (fear:
+# class-weighted cross-entropy, AP/MAP); a categorical task is the next kind to add.
+TASKS = {"arousal": "regression", "valence": "regression", "fear": "binary"}
 
 
 @dataclasses.dataclass
 class Corpus:
-  """Per-segment features and targets of M movies, padded to S segments.
+  """Features and labels of G groups x at most I items, padded, with masks.
 
-  features: name -> float32 (M, S, dim); targets: name -> float32 (M, S);
-  mask: bool (M, S), True where a real segment; start_s/end_s: float32 (M, S).
+  A *group* is what a protocol holds out or splits on: a movie (COGNIMUSE, MediaEval) or
+  an excerpt (EIMT16). An *item* is what gets a prediction: a 5-s segment, a 10-s window,
+  an excerpt's sub-segment. features: name -> float32 (G, I, dim); targets: name ->
+  float32 (G, I); mask: bool (G, I), True where an item exists; label_mask: name -> bool
+  (G, I), True where that target is labelled (default: mask; fear is unlabelled where the
+  data give -1); start_s/end_s: float32 (G, I), NaN where the data have no times.
+  splits: named lists of groups given by the corpus itself (e.g. "dev"/"test", "train"/"test").
   """
   name: str
-  movies: tuple[str, ...]
+  movies: tuple[str, ...]   # the groups (movies or excerpts); `groups` is an alias
   features: dict[str, np.ndarray]
   targets: dict[str, np.ndarray]
   mask: np.ndarray
   start_s: np.ndarray
   end_s: np.ndarray
   info: dict = dataclasses.field(default_factory=dict)
+  label_mask: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  splits: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  group_kind: str = "movie"
 
   def __post_init__(self):
     m, s = self.mask.shape
     if len(self.movies) != m:
-      raise ValueError(f"{len(self.movies)} movie names for {m} movies")
+      raise ValueError(f"{len(self.movies)} group names for {m} groups")
     for k, v in self.features.items():
       if k not in FEATURE_DIMS:
         raise ValueError(f"unknown feature {k!r}; expected one of {list(FEATURE_DIMS)}")
@@ -46,18 +57,33 @@ class Corpus:
     for k, v in self.targets.items():
       if v.shape != (m, s):
         raise ValueError(f"target {k!r} has shape {v.shape}; expected {(m, s)}")
+      lm = self.label_mask.get(k)
+      if lm is None:
+        lm = self.mask & (v >= 0) if TASKS.get(k) == "binary" else self.mask.copy()
+      self.label_mask[k] = np.asarray(lm, bool) & self.mask
+    for split, names in self.splits.items():
+      unknown = [n for n in names if n not in self.movies]
+      if unknown:
+        raise ValueError(f"split {split!r} names unknown group {unknown[0]!r}")
+
+  @property
+  def groups(self) -> tuple[str, ...]:
+    return self.movies
 
   @property
   def num_segments(self) -> np.ndarray:
     return self.mask.sum(axis=1)
 
+  def task(self, target: str) -> str:
+    return TASKS.get(target, "regression")
+
   @classmethod
   def from_movies(cls, name: str, movies: Mapping[str, Mapping[str, np.ndarray]],
-                  info: dict | None = None) -> "Corpus":
-    """Builds a padded corpus from per-movie dicts of (n_i, ...) arrays.
+                  info: dict | None = None, **kwargs) -> "Corpus":
+    """Builds a padded corpus from per-group dicts of (n_i, ...) arrays.
 
-    Each movie dict holds feature arrays (n_i, dim), target arrays (n_i,), and
-    optionally start_s/end_s (n_i,).
+    Each group dict holds feature arrays (n_i, dim), target arrays (n_i,), and
+    optionally start_s/end_s (n_i,). A binary target (fear) is unlabelled where < 0.
     """
     names = tuple(movies)
     if not names:
@@ -67,8 +93,8 @@ class Corpus:
     first = movies[names[0]]
     feats = {k: np.zeros((m, s, FEATURE_DIMS[k]), np.float32) for k in first if k in FEATURE_DIMS}
     targets = {k: np.zeros((m, s), np.float32) for k in first if k in TARGETS}
-    start = np.zeros((m, s), np.float32)
-    end = np.zeros((m, s), np.float32)
+    start = np.full((m, s), np.nan, np.float32)
+    end = np.full((m, s), np.nan, np.float32)
     mask = np.zeros((m, s), bool)
     for i, (n, length) in enumerate(zip(names, lengths)):
       mv = movies[n]
@@ -79,7 +105,7 @@ class Corpus:
       start[i, :length] = mv.get("start_s", np.arange(length, dtype=np.float32) * 5.0)
       end[i, :length] = mv.get("end_s", start[i, :length] + 5.0)
       mask[i, :length] = True
-    return cls(name, names, feats, targets, mask, start, end, dict(info or {}))
+    return cls(name, names, feats, targets, mask, start, end, dict(info or {}), **kwargs)
 
 
 # Canonical movie order per dataset; other datasets keep their split order (sorted).
@@ -149,6 +175,8 @@ def load_tfds(name: str = "cognimuse", data_dir=None, config: str | None = None,
   missing = [f for f in feats if f not in have]
   if missing:
     raise ValueError(f"{version_dir}: dataset has no feature {missing[0]!r} (has {sorted(have)})")
+  if "excerpt" in have:
+    return _load_excerpts(name, builder, feats, data_dir, version_dir, config)
   for f in feats:
     shape = tuple(builder.info.features[f].shape)
     if len(shape) != 1:
@@ -158,13 +186,47 @@ def load_tfds(name: str = "cognimuse", data_dir=None, config: str | None = None,
   splits = list(builder.info.splits.keys())
   order = _MOVIE_ORDER.get(name, ())
   splits = [s for s in order if s in splits] + sorted(s for s in splits if s not in order)
-  keys = list(feats) + [k for k in ("arousal", "valence", "start_s", "end_s", "segment_index")
-                        if k in have]
+  keys = list(feats) + [k for k in TARGETS + ("start_s", "end_s", "segment_index") if k in have]
   movies = {}
   for split in splits:
     batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
     order_idx = np.argsort(batch["segment_index"], kind="stable") if "segment_index" in batch else slice(None)
     movies[split] = {k: np.asarray(batch[k])[order_idx] for k in keys if k != "segment_index"}
+  meta = dict(builder.info.metadata or {})
+  info = {"data_dir": data_dir, "version_dir": str(version_dir), "config": config,
+          "version": str(builder.info.version), "metadata": meta}
+  corpus_splits = {k: tuple(meta[k]) for k in ("dev", "test") if isinstance(meta.get(k), list)}
+  return Corpus.from_movies(name, movies, info=info, splits=corpus_splits)
+
+
+def _load_excerpts(name, builder, feats, data_dir, version_dir, config) -> Corpus:
+  """EIMT16: each excerpt is a group of 1 item (config excerpt) or of 4 sub-segments
+  (temporal4). The excerpt's label belongs to its last item only: a temporal model's
+  window over the 4 sub-segments then ends where the label is (sequence-to-one), and an
+  excerpt gets exactly one prediction. The data have no timestamps: start_s/end_s are NaN."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  names, parts_f, labels, split_of = [], {f: [] for f in feats}, {"arousal": [], "valence": []}, {}
+  for split in sorted(builder.info.splits.keys()):
+    batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    ex = [x.decode() if isinstance(x, bytes) else str(x) for x in batch["excerpt"]]
+    names += ex
+    split_of[split] = tuple(ex)
+    for f in feats:
+      arr = np.asarray(batch[f], np.float32)
+      parts_f[f].append(arr[:, None] if arr.ndim == 2 else arr)
+    for t in labels:
+      labels[t].append(np.asarray(batch[t], np.float32))
+  features = {f: np.concatenate(v) for f, v in parts_f.items()}
+  g, items = features[feats[0]].shape[:2]
+  targets, label_mask = {}, {}
+  for t, v in labels.items():
+    targets[t] = np.zeros((g, items), np.float32)
+    targets[t][:, -1] = np.concatenate(v)
+    label_mask[t] = np.zeros((g, items), bool)
+    label_mask[t][:, -1] = True
+  nan = np.full((g, items), np.nan, np.float32)
   info = {"data_dir": data_dir, "version_dir": str(version_dir), "config": config,
           "version": str(builder.info.version), "metadata": dict(builder.info.metadata or {})}
-  return Corpus.from_movies(name, movies, info=info)
+  return Corpus(name, tuple(names), features, targets, np.ones((g, items), bool), nan,
+                nan.copy(), info, label_mask=label_mask, splits=split_of,
+                group_kind="excerpt")

@@ -28,6 +28,29 @@ class TorchLayerNorm(nn.Module):
     return scale * (x - mean) / (jnp.sqrt(var) + self.eps) + bias
 
 
+def is_zero(rate) -> bool:
+  """True for a concrete rate of 0; a traced rate (per-run sweeps) is never skipped."""
+  return isinstance(rate, (int, float)) and rate == 0
+
+
+class Dropout(nn.Module):
+  """Inverted dropout whose `rate` may be a traced scalar (a per-run hyperparameter).
+
+  flax's nn.Dropout compares its rate with 0 and 1 in Python, which a traced rate cannot
+  do; the engine trains runs with different dropout rates in one program. With a
+  concrete rate this draws exactly nn.Dropout's mask (same rng stream, same bernoulli).
+  """
+  rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if deterministic or is_zero(self.rate):
+      return x
+    keep = 1.0 - self.rate
+    kept = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+    return jnp.where(kept, x / keep, 0.0)
+
+
 class FeedForward(nn.Module):
   """The released single-linear feed-forward, in one of its two forms.
 
@@ -40,7 +63,7 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     dense = nn.Dense(x.shape[-1], name="dense")
-    drop = nn.Dropout(self.dropout)
+    drop = Dropout(self.dropout)
     if self.kind == "relu":
       return drop(nn.relu(dense(x)), deterministic=deterministic)
     if self.kind == "tanh_residual":
@@ -105,7 +128,7 @@ class Attention(nn.Module):
     if mask is not None:
       scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
     weights = jax.nn.softmax(scores, axis=-1)
-    if not deterministic and self.dropout_rate > 0:
+    if not deterministic and not is_zero(self.dropout_rate):
       keep = 1.0 - self.dropout_rate
       kept = jax.random.bernoulli(self.make_rng("dropout"), keep, weights.shape)
       weights = jnp.where(kept, weights / keep, 0.0)
@@ -127,7 +150,7 @@ class Residual(nn.Module):
   def __call__(self, x: jax.Array, sublayer: Callable[[jax.Array], jax.Array],
                deterministic: bool) -> jax.Array:
     norm = TorchLayerNorm(name="norm")
-    drop = nn.Dropout(self.dropout)
+    drop = Dropout(self.dropout)
     if self.norm_first:
       return x + drop(sublayer(norm(x)), deterministic=deterministic)
     return norm(x + drop(sublayer(x), deterministic=deterministic))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aan_jax.features import FEATURE_DIMS, FEATURES, canonical_modalities
-from aan_jax.layers import DecoderLayer, Encoder, TorchLayerNorm, sinusoidal_positions
+from aan_jax.layers import DecoderLayer, Dropout, Encoder, TorchLayerNorm, sinusoidal_positions
 
 
 def check_features(features: Mapping[str, jax.Array], modalities: Sequence[str]) -> tuple:
@@ -87,7 +87,7 @@ class FeatureAAN(nn.Module):
     pooled = jnp.mean(x, axis=-2)
     if self.output_tanh:
       pooled = jnp.tanh(pooled)
-    pooled = nn.Dropout(self.output_dropout)(pooled, deterministic=deterministic)
+    pooled = Dropout(self.output_dropout)(pooled, deterministic=deterministic)
     y = nn.Dense(1, name="head")(pooled)[..., 0]
     return y.reshape(lead)
 
@@ -151,7 +151,7 @@ class TemporalAAN(nn.Module):
                                 self.ffn, self.norm_first) for _ in range(self.num_layers)]
     if self.norm_first:  # post-norm layers already end in a LayerNorm
       self.norm = TorchLayerNorm()
-    self.out_dropout = nn.Dropout(self.output_dropout)
+    self.out_dropout = Dropout(self.output_dropout)
     self.head = nn.Dense(1)
 
   def __call__(self, features: Mapping[str, jax.Array], targets_in: jax.Array,

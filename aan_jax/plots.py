@@ -1,4 +1,5 @@
-"""Predicted vs. ground-truth curves per held-out movie (like the paper's Figures 5 and 6)."""
+"""Predicted vs. ground-truth curves per test movie (like the paper's Figures 5 and 6), or a
+scatter of prediction against truth where the groups are excerpts."""
 
 from __future__ import annotations
 
@@ -7,36 +8,78 @@ import os
 import numpy as np
 
 
-def plot_held_out(result, directory: str) -> list[str]:
-  """One PNG per held-out movie: a panel per target, prediction over ground truth."""
+def _plt():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
+
+def plot_result(result, summary: dict, directory: str) -> list[str]:
+  """One PNG per test movie (a panel per target, seed 0 of the selected grid point), or
+  one scatter per target for excerpt corpora."""
+  plt = _plt()
   os.makedirs(directory, exist_ok=True)
   c, runs = result.corpus, result.runs
+  selected = summary.get("sweep", {}).get("selected", {})
+  chosen = [r for r in range(len(runs)) if runs.seed[r] == 0
+            and runs.point[r] == selected.get(result.targets[runs.target[r]], 0)]
   paths = []
-  for h in sorted(set(runs.held_out.tolist())):
-    sel = [r for r in range(len(runs)) if runs.held_out[r] == h]
+  if c.group_kind != "movie":
+    for ti, name in enumerate(result.targets):
+      preds, truth = [], []
+      for r in chosen:
+        if runs.target[r] != ti:
+          continue
+        for j, (g, ok) in enumerate(zip(runs.test_idx[r], runs.test_ok[r])):
+          lab = c.label_mask[name][g]
+          if ok and lab.any():
+            preds.append(result.test_predictions[r, j][lab])
+            truth.append(c.targets[name][g][lab])
+      if not preds:
+        continue
+      p, t = np.concatenate(preds), np.concatenate(truth)
+      fig, ax = plt.subplots(figsize=(4.5, 4.5))
+      ax.scatter(t, p, s=4, alpha=0.4)
+      lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+      ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+      ax.set_xlabel(f"{name} (ground truth)")
+      ax.set_ylabel("predicted")
+      ax.set_title(f"{c.name} {name}: {len(t)} test {c.group_kind}s", fontsize=9)
+      fig.tight_layout()
+      path = os.path.join(directory, f"{name}_scatter.png")
+      fig.savefig(path, dpi=80)
+      plt.close(fig)
+      paths.append(path)
+    return paths
+  tests = sorted({int(g) for r in chosen for g, ok in zip(runs.test_idx[r], runs.test_ok[r]) if ok})
+  for h in tests:
+    sel = [(r, j) for r in chosen for j, (g, ok) in enumerate(zip(runs.test_idx[r], runs.test_ok[r]))
+           if ok and g == h]
+    if not sel:
+      continue
     fig, axes = plt.subplots(len(sel), 1, figsize=(10, 2.6 * len(sel)), squeeze=False,
                              sharex=True)
     n = int(c.mask[h].sum())
-    minutes = c.start_s[h, :n] / 60.0
-    for ax, r in zip(axes[:, 0], sel):
+    times = c.start_s[h, :n]
+    x = times / 60.0 if np.isfinite(times).all() else np.arange(n)
+    for ax, (r, j) in zip(axes[:, 0], sel):
       name = result.targets[runs.target[r]]
-      truth = c.targets[name][h, :n]
-      pred = result.predictions[r, :n]
-      pcc = np.corrcoef(pred, truth)[0, 1] if np.std(pred) > 0 and np.std(truth) > 0 else 0.0
-      ax.plot(minutes, truth, color="black", lw=1.2, label="ground truth")
-      ax.plot(minutes, pred, color="tab:red", lw=1.2, label="predicted")
+      lab = c.label_mask[name][h, :n]
+      truth = np.where(lab, c.targets[name][h, :n], np.nan)
+      pred = result.test_predictions[r, j, :n]
+      ax.plot(x, truth, color="black", lw=1.2, label="ground truth")
+      ax.plot(x, pred, color="tab:red", lw=1.2, label="predicted")
       ax.set_ylabel(name)
-      ax.set_title(f"{c.movies[h]} {name}: MSE {np.mean((pred - truth) ** 2):.3f}, "
-                   f"PCC {pcc:.3f}", fontsize=9)
+      fig_stats = summary.get(name, {}).get("per_group", {}).get(c.groups[h], {})
+      stats = ", ".join(f"{k.upper()} {fig_stats[k]:.3f}" for k in ("mse", "pcc", "ap")
+                        if isinstance(fig_stats.get(k), float) and np.isfinite(fig_stats[k]))
+      ax.set_title(f"{c.groups[h]} {name}: {stats}", fontsize=9)
       ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("time (min)")
+    axes[-1, 0].set_xlabel("time (min)" if np.isfinite(times).all() else "item")
     fig.tight_layout()
-    path = os.path.join(directory, f"{c.movies[h]}.png")
+    path = os.path.join(directory, f"{c.groups[h]}.png")
     fig.savefig(path, dpi=80)
     plt.close(fig)
     paths.append(path)

@@ -11,7 +11,8 @@ import numpy as np
 from aan_jax.features import AUDIO_FEATURES, FEATURES, VIDEO_FEATURES, canonical_modalities
 
 MODEL_LABELS = {"feature_aan": "Feature AAN", "temporal_aan": "Temporal AAN",
-                "feature_temporal_aan": "Feature+Temporal AAN"}
+                "feature_temporal_aan": "Feature+Temporal AAN", "lstm": "LSTM",
+                "lstm_late_fusion": "LSTM, late fusion", "linear": "Linear"}
 
 # The paper's Table I (COGNIMUSE, leave one movie out, audio+video): (MSE, PCC).
 PAPER_COGNIMUSE = {
@@ -35,37 +36,85 @@ def _f(x, width=7, digits=3) -> str:
   return f"{x:{width}.{digits}f}" if x is not None and math.isfinite(x) else " " * (width - 1) + "-"
 
 
-def format_table(summary: dict, model: str, modalities, dataset: str) -> str:
-  """Pooled MSE/PCC per target (Table I's layout), then the figures per held-out movie."""
-  targets = [t for t in ("arousal", "valence") if t in summary]
-  label = f"{MODEL_LABELS.get(model, model)} ({modality_label(modalities)})"
-  lines = [f"Leave one movie out on {dataset}; early stopping: {summary['early_stopping_label']}",
-           "MSE and PCC over all held-out predictions pooled (as in the paper's Table I).", ""]
-  head = f"{'Model':<32}" + "".join(f"{t.capitalize() + ' MSE':>14}{'PCC':>8}" for t in targets)
-  lines += [head, "-" * len(head)]
-  lines.append(f"{label:<32}" + "".join(
-      f"{_f(summary[t]['mse'], 14)}{_f(summary[t]['pcc'], 8)}" for t in targets))
-  lines += ["", "Per held-out movie (MSE, PCC, best epoch; early stopping movie):"]
-  head = f"{'Movie':<8}" + "".join(f"{t[:7] + ' MSE':>14}{'PCC':>8}{'best':>6}" for t in targets)
-  head += f"{'stopped on':>12}"
-  lines += [head, "-" * len(head)]
-  movies = list(summary[targets[0]]["per_movie"]) if targets else []
-  for mv in movies:
-    row = f"{mv:<8}"
-    stop = None
-    for t in targets:
-      pm = summary[t]["per_movie"].get(mv)
-      if pm is None:
-        row += " " * 28
-        continue
-      row += f"{_f(pm['mse'], 14)}{_f(pm['pcc'], 8)}{pm['best_epoch'] + 1:>6d}"
-      stop = pm["early_stopping_movie"]
-    lines.append(row + f"{stop or '-':>12}")
+# The paper's Table II (EIMT16 Global, audio+video) and later work: (MSE, PCC).
+PAPER_EIMT16 = {
+    "Feature AAN (paper)": {"arousal": (0.742, 0.503), "valence": (0.185, 0.467)},
+    "Temporal AAN (paper)": {"arousal": (0.854, 0.210), "valence": (0.218, 0.415)},
+    "AFRN (Yi et al. 2020)": {"arousal": (0.542, 0.522), "valence": (0.193, 0.468)},
+    "UMFN (Yi et al. 2022)": {"arousal": (0.464, 0.523), "valence": (0.176, 0.503)},
+}
+PAPER_COGNIMUSE_ROWS = {
+    "Feature AAN (paper)": PAPER_COGNIMUSE["feature_aan"],
+    "Temporal AAN (paper)": PAPER_COGNIMUSE["temporal_aan"],
+    "Sivaprasad et al. LSTM (paper)": {"arousal": (0.08, 0.84), "valence": (0.21, 0.50)},
+}
+
+
+def _ci(fig: dict, key: str) -> str:
+  lo, hi = fig.get("interval", {}).get(key, [math.nan, math.nan])
+  return f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else ""
+
+
+def format_results(out: dict) -> str:
+  """results.json as a table in the paper's layout, published figures beside ours."""
+  targets = [t for t in out.get("targets", ("arousal", "valence")) if t in out]
+  reg = [t for t in targets if out[t].get("task") != "binary"]
+  binary = [t for t in targets if out[t].get("task") == "binary"]
+  proto = out.get("protocol", {})
+  label = f"{MODEL_LABELS.get(out.get('model'), out.get('model'))} ({out.get('modalities')})"
+  lines = [f"{out.get('dataset')}: protocol {proto.get('name')}, early stopping: "
+           f"{out.get('early_stopping_label')}",
+           "Pooled over all test predictions; 95% intervals from a bootstrap over "
+           f"{proto.get('group_kind', 'group')}s.", ""]
+  if reg:
+    head = f"{'Model':<34}" + "".join(f"{t.capitalize() + ' MSE':>14}{'PCC':>8}" for t in reg)
+    lines += [head, "-" * len(head)]
+    lines.append(f"{label:<34}" + "".join(
+        f"{_f(out[t]['mse'], 14)}{_f(out[t]['pcc'], 8)}" for t in reg))
+    lines.append(f"{'  95% interval':<34}" + "".join(
+        f"{_ci(out[t], 'mse'):>22}" for t in reg))
+    lines.append(f"{'':<34}" + "".join(f"{_ci(out[t], 'pcc'):>22}" for t in reg))
+    paper = {}
+    if out.get("dataset") == "cognimuse" and out.get("modalities") == "audio+video":
+      paper = PAPER_COGNIMUSE_ROWS
+    elif out.get("dataset") == "eimt16_global" and out.get("modalities") == "audio+video":
+      paper = PAPER_EIMT16
+    for name, figs in paper.items():
+      lines.append(f"{name:<34}" + "".join(
+          f"{_f(figs[t][0], 14)}{_f(figs[t][1], 8)}" if t in figs else " " * 22 for t in reg))
+  for t in binary:
+    f = out[t]
+    lines += ["", f"{t.capitalize()} (binary): AP {f['ap']:.3f} {_ci(f, 'ap')}, "
+              f"MAP {_f(f['map'], 0)} {_ci(f, 'map')}, F1 {f['f1']:.3f} {_ci(f, 'f1')} at the "
+              f"validation threshold (precision {f['precision']:.3f}, recall {f['recall']:.3f}); "
+              f"prevalence {f['prevalence']:.3f} over {f['n']} test windows"]
+  if "sweep" in out:
+    sw = out["sweep"]
+    lines += ["", f"Sweep over {', '.join(sw['swept'])}: {len(sw['points'])} grid points; "
+              "selected on validation loss:"]
+    for t, i in sw["selected"].items():
+      p = sw["points"][i]
+      lines.append(f"  {t}: " + ", ".join(f"{k}={p[k]:g}" for k in sw["swept"]))
+  per = [t for t in reg if len(out[t].get("per_group", {})) <= 60]
+  if per:
+    lines += ["", "Per test group (MSE, PCC):"]
+    groups = list(out[per[0]]["per_group"])
+    for g in groups:
+      lines.append(f"  {g:<12}" + "".join(
+          f"{_f(out[t]['per_group'].get(g, {}).get('mse', math.nan), 10)}"
+          f"{_f(out[t]['per_group'].get(g, {}).get('pcc', math.nan), 8)}" for t in per))
   return "\n".join(lines)
 
 
+def format_table(summary: dict, model: str, modalities, dataset: str) -> str:
+  """The table of one experiment's summary (see format_results)."""
+  out = dict(summary, model=model, modalities=modality_label(modalities), dataset=dataset)
+  out.setdefault("targets", [t for t in ("arousal", "valence", "fear") if t in summary])
+  return format_results(out)
+
+
 def format_comparison(results: dict, modalities, dataset: str, paper: bool = False) -> str:
-  """Several models' pooled figures side by side (Table I's layout).
+  """Several models' pooled figures side by side (Table I's layout), with intervals.
 
   results: model name -> a results dict (as written to results.json). With `paper`, the
   paper's own figures follow as reference rows (COGNIMUSE, audio+video only).
@@ -73,8 +122,8 @@ def format_comparison(results: dict, modalities, dataset: str, paper: bool = Fal
   targets = ("arousal", "valence")
   head = f"{'Model':<40}" + "".join(f"{t.capitalize() + ' MSE':>14}{'PCC':>8}" for t in targets)
   labels = {r.get("early_stopping_label") for r in results.values()}
-  lines = [f"Leave one movie out on {dataset}; early stopping: {' / '.join(sorted(map(str, labels)))}",
-           "MSE and PCC over all held-out predictions pooled.", "", head, "-" * len(head)]
+  lines = [f"{dataset}; early stopping: {' / '.join(sorted(map(str, labels)))}",
+           "MSE and PCC over all test predictions pooled.", "", head, "-" * len(head)]
   for model, r in results.items():
     label = f"{MODEL_LABELS.get(model, model)} ({modality_label(modalities)})"
     lines.append(f"{label:<40}" + "".join(
@@ -85,6 +134,41 @@ def format_comparison(results: dict, modalities, dataset: str, paper: bool = Fal
       lines.append(f"{label:<40}" + "".join(
           f"{_f(figs[t][0], 14)}{_f(figs[t][1], 8)}" for t in targets))
   return "\n".join(lines)
+
+
+class Progress:
+  """Epochs done and runs still training, on stderr (tqdm when installed)."""
+
+  def __init__(self, total: int):
+    import sys, time  # pylint: disable=g-import-not-at-top,multiple-imports
+    self._sys, self._time = sys, time
+    self.t0 = time.time()
+    try:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      self.bar = tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    except ImportError:
+      self.bar = None
+    self.total = total
+    self.done = 0
+    self.group = None
+
+  def __call__(self, p: dict) -> None:
+    if p.get("group") != self.group:  # a new program (e.g. another batch size)
+      self.group, self.done = p.get("group"), 0
+      if self.bar is not None:
+        self.bar.reset(total=self.total)
+    msg = f"{p['running']}/{p['runs']} runs still training"
+    if self.bar is not None:
+      self.bar.update(p["epoch"] - self.done)
+      self.bar.set_postfix_str(msg)
+    else:
+      print(f"epoch {p['epoch']}/{p['num_epochs']}: {msg} "
+            f"({self._time.time() - self.t0:.0f} s)", file=self._sys.stderr, flush=True)
+    self.done = p["epoch"]
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
 
 
 def write_results(path: str, summary: dict, extra: dict) -> dict:

@@ -29,8 +29,17 @@ def _ar1(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
 
 
 def make_corpus(segments_per_movie: int = 360, seed: int = 0,
-                num_movies: int = len(MOVIES)) -> Corpus:
-  """Builds the synthetic corpus; the same arguments always give the same arrays."""
+                num_movies: int = len(MOVIES), fear: bool = False,
+                test_movies: int = 0) -> Corpus:
+  """Builds the synthetic corpus; the same arguments always give the same arrays.
+
+  emobase2010 has the scales of the real openSMILE functionals (offsets and spreads from
+  about 1 to a few thousand per dimension), so that feature normalisation matters as it
+  does on real data. With `fear`, a binary target (about 10% positive, where arousal is
+  high and valence low) is added, unlabelled (-1) on the last movie, as MediaEval leaves
+  some movies without fear labels; with `test_movies`, the last ones form a "test" split
+  and the others "dev" (the official-split protocol).
+  """
   if not 2 <= num_movies <= len(MOVIES):
     raise ValueError(f"num_movies must be in [2, {len(MOVIES)}]; got {num_movies}")
   if segments_per_movie < 2:
@@ -42,6 +51,10 @@ def make_corpus(segments_per_movie: int = 360, seed: int = 0,
           for m, d in FEATURE_DIMS.items()}
   movie_dir = {m: rng.standard_normal((2, d)).astype(np.float32) / np.sqrt(2)
                for m, d in FEATURE_DIMS.items()}
+  # Per-dimension scales of openSMILE's functionals: energies and F0 in the hundreds or
+  # thousands, ratios near 1 (drawn once, like the feature extractors).
+  emo_scale = np.exp(rng.uniform(0.0, np.log(3000.0), FEATURE_DIMS["emobase2010"])).astype(np.float32)
+  emo_offset = (emo_scale * rng.uniform(0.0, 3.0, FEATURE_DIMS["emobase2010"])).astype(np.float32)
   movies = {}
   for name in MOVIES[:num_movies]:
     z = _ar1(rng, s, _LATENT, rho=0.92)
@@ -53,11 +66,55 @@ def make_corpus(segments_per_movie: int = 360, seed: int = 0,
       nuisance = 0.3 * rng.standard_normal(d).astype(np.float32)  # unrelated to targets
       noise = 1.0 * rng.standard_normal((s, d), dtype=np.float32)
       mv[m] = z @ proj[m] + 0.5 * (u @ movie_dir[m]) + nuisance + noise
+      if m == "emobase2010":
+        mv[m] = mv[m] * emo_scale + emo_offset
     a = 0.55 * np.tanh(z[:, 0] + 0.6 * z[:, 1] * z[:, 2]) + 0.3 * u[0] + 0.15 * w[0]
     v = 0.55 * np.tanh(z[:, 3] - 0.5 * z[:, 4] ** 2 + 0.4) + 0.3 * u[1] + 0.15 * w[1]
     mv["arousal"] = np.clip(a + 0.1 * rng.standard_normal(s), -1, 1).astype(np.float32)
     mv["valence"] = np.clip(v + 0.1 * rng.standard_normal(s), -1, 1).astype(np.float32)
     mv["start_s"] = np.arange(s, dtype=np.float32) * 5.0
+    if fear:
+      score = z[:, 0] - z[:, 3] + 0.3 * rng.standard_normal(s)
+      mv["fear"] = (score > np.quantile(score, 0.9)).astype(np.float32)
+      if name == MOVIES[num_movies - 1]:
+        mv["fear"][:] = -1.0  # a movie without fear labels
     movies[name] = mv
+  names = MOVIES[:num_movies]
+  splits = {}
+  if test_movies:
+    if not 0 < test_movies < num_movies - 1:
+      raise ValueError(f"test_movies must leave at least 2 dev movies; got {test_movies}")
+    splits = {"dev": names[:num_movies - test_movies], "test": names[num_movies - test_movies:]}
   return Corpus.from_movies("synthetic", movies, info={
-      "synthetic": True, "seed": seed, "segments_per_movie": s})
+      "synthetic": True, "seed": seed, "segments_per_movie": s}, splits=splits)
+
+
+def make_excerpts(num_train: int = 400, num_test: int = 100, parts: int = 1,
+                  seed: int = 0) -> Corpus:
+  """An EIMT16-shaped corpus: independent excerpts, one label each on the 1-5 scale, a
+  train/test split; with parts=4 each excerpt has 4 sub-segments (the temporal4 config),
+  the label on the last one. No timestamps (start_s/end_s are NaN)."""
+  rng = np.random.default_rng(seed)
+  g = num_train + num_test
+  proj = {m: rng.standard_normal((_LATENT, d)).astype(np.float32) / np.sqrt(_LATENT)
+          for m, d in FEATURE_DIMS.items()}
+  z = rng.standard_normal((g, parts, _LATENT)).astype(np.float32)
+  z = np.cumsum(z, axis=1) / np.sqrt(np.arange(1, parts + 1))[None, :, None]
+  feats = {m: (z @ proj[m] + rng.standard_normal((g, parts, d), dtype=np.float32)).astype(np.float32)
+           for m, d in FEATURE_DIMS.items()}
+  zl = z[:, -1]
+  arousal = 3 + 1.2 * np.tanh(zl[:, 0] + 0.5 * zl[:, 1]) + 0.3 * rng.standard_normal(g)
+  valence = 3 + 1.2 * np.tanh(zl[:, 3] - 0.4 * zl[:, 4] ** 2 + 0.3) + 0.3 * rng.standard_normal(g)
+  targets, label_mask = {}, {}
+  for t, v in (("arousal", arousal), ("valence", valence)):
+    targets[t] = np.zeros((g, parts), np.float32)
+    targets[t][:, -1] = np.clip(v, 1, 5)
+    label_mask[t] = np.zeros((g, parts), bool)
+    label_mask[t][:, -1] = True
+  names = tuple(f"ACCEDE{i:05d}" for i in range(num_train)) + tuple(
+      f"MEDIAEVAL16_{i:05d}" for i in range(num_test))
+  nan = np.full((g, parts), np.nan, np.float32)
+  return Corpus("synthetic_excerpts", names, feats, targets, np.ones((g, parts), bool), nan,
+                nan.copy(), {"synthetic": True, "seed": seed}, label_mask=label_mask,
+                splits={"train": names[:num_train], "test": names[num_train:]},
+                group_kind="excerpt")

@@ -1,65 +1,80 @@
-"""Leave-one-movie-out training: every fold and target in one compiled program.
+"""Training and evaluation of an experiment: corpus x protocol x targets x seeds x sweep.
 
-A *run* is one model trained for one target with one held-out movie. All runs of an
-experiment (12 movies x 2 targets for COGNIMUSE) are one leading array axis of the
-training state, trained by one jit-compiled program (vmap over runs, lax.scan over the
-steps of an epoch, lax.while_loop over epochs). Held-out and validation movies are
-per-run weights over the movie axis, never copies of the data: every run sees the same
-shuffled batch of segments, in which its held-out and validation rows weigh zero, so the
-features are gathered once per step for all runs. The run axis is sharded over all local
-devices with jax.sharding when there is more than one.
+`train_and_evaluate(config, workdir)` is what every launcher calls (the Flax examples'
+shape): it loads the corpus, builds the protocol's folds and the runs, trains them all in
+one compiled program per batch size (`aan_jax.engine`), selects each target's grid point on
+validation, and writes the output contract:
 
-Models plug in through `MODELS` (a `ModelSpec` per config name); the fold, early
-stopping and checkpoint machinery below never looks inside a model.
+    workdir/results.json      pooled figures per target with 95% bootstrap intervals over
+                              groups, per-group figures, protocol, config, sweep, timings
+    workdir/predictions.csv   one row per test prediction of the selected point
+    workdir/models/           every selected run's best parameters (aan_jax.export.load_models)
+    workdir/tensorboard/      training and validation loss per run
+    workdir/plots/            prediction over truth per test movie (scatter for excerpts)
+    workdir/checkpoints/      the whole training state; rerun the command to resume
 
     from aan_jax import synthetic, train
-    result = train.train_loo(synthetic.make_corpus(), train.get_config())
-    summary = train.summarize(result)
+    result = train.train(synthetic.make_corpus(), train.get_config())
+    summary = train.evaluate(result)[0]
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
+import itertools
 import json
 import math
 import os
+import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from ml_collections import config_dict
 
-from aan_jax import metrics
-from aan_jax.data import TARGETS, Corpus
-from aan_jax.features import AUDIO_FEATURES, FEATURES, VIDEO_FEATURES, canonical_modalities
+from aan_jax import engine as eng
+from aan_jax import evaluate as ev
+from aan_jax import protocols
+from aan_jax.data import TASKS, TARGETS, Corpus
+from aan_jax.features import canonical_modalities
+from aan_jax.protocols import EARLY_STOPPING_LABELS  # pylint: disable=unused-import
 
-EARLY_STOPPING_LABELS = {
-    "validation": "validation movie drawn from each fold's training movies",
-    "held_out": "held-out movie itself (as in the authors' scripts; optimistic)",
-    "off": "off (patience 0): parameters after the last epoch",
-}
+# Re-exported for notebooks and older code.
+MODELS = eng.MODELS
+register_model = eng.register_model
+get_model_spec = eng.get_model_spec
+
+DATASETS = ("cognimuse", "eimt16_global", "liris_accede_continuous", "synthetic")
+
+
+class ConfigError(ValueError):
+  """Settings that cannot run; the message has one line per problem."""
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """Engine defaults: the paper's Feature AAN settings for COGNIMUSE."""
+  """Engine defaults: the paper's Feature AAN settings; launchers set their corpus."""
   c = ml_collections.ConfigDict()
+  c.dataset = "synthetic"       # cognimuse | eimt16_global | liris_accede_continuous | synthetic
+  c.tfds_config = ""            # the builder config ("" = the launcher's default)
+  c.data_dir = ""               # TFDS data_dir; "" = TFDS default (~/tensorflow_datasets)
+  c.protocol = "leave_one_out"  # leave_one_out | fixed_split | official | dev_loo
+  c.validation_fraction = 0.1   # fixed_split: training groups drawn for validation
+  c.validation_groups = 3       # official: dev movies drawn for validation
   c.model = "feature_aan"
   c.modalities = "all"          # names, comma-separated, or all / audio / video
   c.targets = ("arousal", "valence")
   c.num_epochs = 500
   c.patience = 30               # 0 turns early stopping off
-  c.early_stopping = "validation"  # or "held_out" (the authors' scripts)
+  c.early_stopping = "validation"  # or "held_out" (the authors' scripts; leave_one_out only)
   c.batch_size = 30             # training rows per run and step, on average
+  c.target_batch_size = ""      # per target, e.g. "arousal:40,valence:20" (EIMT16)
   c.learning_rate = 5e-4
   c.dropout = 0.1
+  c.mse_weight = 1.0            # the loss: mse_weight * MSE + pcc_weight * (1 - PCC)
+  c.pcc_weight = 1.0
+  c.normalize = True            # per-fold feature normalisation from training rows
   c.d_model = 8
   c.num_heads = 2
   c.num_layers = 6
@@ -69,671 +84,489 @@ def get_config() -> ml_collections.ConfigDict:
   c.norm_first = True           # released layout; False: post-norm as the paper's text
   c.feature_dropout = 0.1       # Feature+Temporal: dropout inside the feature encoder
   c.seed = 0
+  c.seeds = 1                   # runs per fold with seeds seed, seed+1, ...
   c.checkpoint_every = 5        # epochs per compiled chunk (checkpoint + progress)
   c.max_devices = 0             # 0: all local devices
   # hash32 (aan_jax.prng): a cheap counter-based PRNG; like threefry2x32 it draws the same
-  # dropout masks for a run whichever runs train with it ("rbg" does not under vmap), and
-  # on 2 CPU cores it made a 12-fold step ~40% faster and the program compile ~40% sooner.
+  # dropout masks for a run whichever runs train with it.
   c.prng_impl = "hash32"
-  # The Feature AAN's encoder (also the Feature+Temporal AAN's per-segment one): "auto"
-  # uses the fused hand-written CPU kernel (aan_jax.kernels) when the default backend is
-  # the CPU and the kernel builds, else XLA's; "cpu_kernel" insists; "xla" never uses it.
+  # The Feature AAN's encoder: "auto" uses the fused CPU kernel (aan_jax.kernels) on a CPU
+  # when it builds and dropout is not swept, else XLA's; "cpu_kernel" insists; "xla" never.
   c.encoder_impl = "auto"
+  # Sweeps: comma-separated values per hyperparameter, e.g. "1e-4,5e-4,1e-3"; every grid
+  # point trains in the same program, each target's point is chosen on validation.
+  c.sweep = ml_collections.ConfigDict({k: "" for k in eng.RUN_HPARAMS})
+  c.bootstrap = 1000            # resamples of the groups for the 95% intervals
+  c.export = True               # write workdir/models/
+  c.plots = True
+  c.compilation_cache = "auto"  # aan_jax.xla_cache: a folder, "" for off, or auto
+  c.synthetic = ml_collections.ConfigDict({
+      "segments_per_movie": 360, "seed": 0, "num_movies": 12, "num_epochs": 10,
+      "patience": 3, "num_train": 400, "num_test": 100})
   return c
 
 
-def resolve_encoder_impl(setting: str) -> str:
-  """"xla" or "cpu_kernel" for config.encoder_impl (see get_config)."""
-  from aan_jax import kernels  # pylint: disable=g-import-not-at-top
-  if setting == "xla":
-    return "xla"
-  if setting not in ("auto", "cpu_kernel"):
-    raise ValueError(f"encoder_impl must be 'auto', 'xla' or 'cpu_kernel'; got {setting!r}")
-  on_cpu = jax.default_backend() == "cpu"
-  if setting == "cpu_kernel":
-    if not on_cpu:
-      raise ValueError(f"encoder_impl='cpu_kernel' needs the CPU backend; JAX's default "
-                       f"is {jax.default_backend()!r}: use 'auto' or 'xla'")
-    if not kernels.available():
-      raise RuntimeError(f"encoder_impl='cpu_kernel' but the fused CPU encoder is not "
-                         f"available: {kernels.unavailable_reason()}")
-    return "cpu_kernel"
-  return "cpu_kernel" if on_cpu and kernels.available() else "xla"
+# The paper's hyperparameters (section IV-B), used where a setting is left unset (None).
+MODEL_PRESETS = {
+    "feature_aan": {"learning_rate": 5e-4, "dropout": 0.1, "num_epochs": 500},
+    "temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
+    "feature_temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
+}
+DATASET_PRESETS = {
+    "cognimuse": {"patience": 30, "batch_size": 30, "window": 5},
+    # EIMT16 (section IV-B): lr 0.01, batch 40 for arousal and 20 for valence, window 4.
+    "eimt16_global": {"patience": 30, "learning_rate": 1e-2, "batch_size": 30,
+                      "target_batch_size": "arousal:40,valence:20", "window": 4},
+    "liris_accede_continuous": {"patience": 30, "batch_size": 30, "window": 5},
+    "synthetic": {"batch_size": 30, "window": 5},
+}
+_UNSET = ("num_epochs", "patience", "learning_rate", "dropout", "batch_size",
+          "target_batch_size", "window")
 
 
-# ----------------------------------------------------------------------------- models
+def unset_presets(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes the preset-able settings placeholders (None = the preset), for launchers."""
+  types = {"num_epochs": int, "patience": int, "learning_rate": float, "dropout": float,
+           "batch_size": int, "target_batch_size": str, "window": int}
+  for k in _UNSET:
+    c[k] = config_dict.placeholder(types[k])
+  return c
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-  """How the engine builds, feeds and runs one kind of model.
-
-  data: {"features": name -> (M, S, dim), "targets": (T, M, S), "mask": (M, S)}.
-  build(config) -> module.
-  init(module, key) -> params.
-  batch_inputs(module, data, movie, seg) -> pytree of per-example inputs for rows
-    (movie[i], seg[i]); shared by all runs, so it must not depend on the target
-    (a temporal model gathers windows of features and of every target).
-  train_predict(module, params, inputs, target, key) -> (B,) predictions, training mode.
-  predict_movie(module, params, data, movie, target) -> (S,) predictions for every
-    segment of one movie in evaluation mode (a temporal model runs its own loop here).
-  """
-  build: Callable[[ml_collections.ConfigDict], nn.Module]
-  init: Callable[[nn.Module, jax.Array], Any]
-  batch_inputs: Callable[..., Any]
-  train_predict: Callable[..., jax.Array]
-  predict_movie: Callable[..., jax.Array]
-  label: str = ""
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fills unset settings from the model's and the dataset's presets (the dataset's win:
+  EIMT16's learning rate is 0.01 for every model), then the synthetic demo's epochs."""
+  config = config.copy_and_resolve_references()
+  preset = dict(MODEL_PRESETS.get(config.model, {}))
+  preset.update(DATASET_PRESETS.get(config.dataset, {}))
+  if config.dataset == "synthetic":
+    preset.update(num_epochs=config.synthetic.num_epochs, patience=config.synthetic.patience)
+  defaults = get_config()
+  with config.unlocked():
+    for k in _UNSET:
+      if config.get(k) is None:
+        config[k] = preset.get(k, defaults[k])
+  return config
 
 
-MODELS: dict[str, ModelSpec] = {}
+def _floats(text: str) -> list[float]:
+  return [float(x) for x in str(text).split(",") if x.strip()]
 
 
-def register_model(name: str, spec: ModelSpec) -> None:
-  MODELS[name] = spec
+def sweep_points(config) -> list[dict]:
+  """The grid: every combination of the swept values; unswept ones from the config."""
+  base = {k: config[k] for k in eng.RUN_HPARAMS}
+  axes = [(k, _floats(config.sweep[k])) for k in eng.RUN_HPARAMS if str(config.sweep[k]).strip()]
+  points = []
+  for combo in itertools.product(*[v for _, v in axes]) if axes else [()]:
+    p = dict(base)
+    p.update({k: v for (k, _), v in zip(axes, combo)})
+    p["patience"] = int(p["patience"])
+    points.append(p)
+  return points
 
 
-def get_model_spec(name: str) -> ModelSpec:
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-  return MODELS[name]
+def swept(config) -> list[str]:
+  return [k for k in eng.RUN_HPARAMS if str(config.sweep[k]).strip()]
 
 
-def _feature_aan_build(config):
-  from aan_jax import models  # pylint: disable=g-import-not-at-top
-  mods = canonical_modalities(config.modalities)
-  ffn, tanh = config.ffn, False
-  if ffn == "auto":
-    # The released single-stream (audio-only, video-only) models differ from audio+video.
-    single = set(mods) <= set(AUDIO_FEATURES) or set(mods) <= set(VIDEO_FEATURES)
-    ffn, tanh = ("tanh_residual", True) if single else ("relu", False)
-  return models.FeatureAAN(
-      modalities=mods, d_model=config.d_model, num_heads=config.num_heads,
-      num_layers=config.num_layers, dropout=config.dropout,
-      attention_dropout=config.dropout, output_dropout=config.dropout,
-      ffn=ffn, output_tanh=tanh, encoder_impl=resolve_encoder_impl(config.encoder_impl))
+def target_batch_sizes(config) -> dict[str, int]:
+  out = {t: int(config.batch_size) for t in config.targets}
+  for part in str(config.target_batch_size or "").split(","):
+    if part.strip():
+      name, _, size = part.partition(":")
+      if name.strip() in out:
+        out[name.strip()] = int(size)
+  return out
 
 
-def _feature_aan_init(module, key):
-  return module.init(key, module.dummy_features(1))["params"]
-
-
-def _feature_aan_inputs(module, data, movie, seg):
-  return {m: data["features"][m][movie, seg] for m in canonical_modalities(module.modalities)}
-
-
-def _feature_aan_train(module, params, inputs, target, key):
-  del target
-  return module.apply({"params": params}, inputs, deterministic=False, rngs={"dropout": key})
-
-
-def _feature_aan_predict(module, params, data, movie, target):
-  del target
-  inputs = {m: data["features"][m][movie] for m in canonical_modalities(module.modalities)}
-  return module.apply({"params": params}, inputs, deterministic=True)
-
-
-register_model("feature_aan", ModelSpec(
-    _feature_aan_build, _feature_aan_init, _feature_aan_inputs, _feature_aan_train,
-    _feature_aan_predict, label="Feature AAN"))
-
-
-# Temporal AAN and Feature+Temporal AAN: each training example is the window of the last
-# `window` segments of a movie ending at the target segment (padded and masked at the
-# movie's start, never mixed across movies), trained sequence-to-one with teacher forcing
-# (loss on the last position only); evaluation re-feeds the model's own outputs.
-
-
-def _temporal_build(config, feature_layers: int):
-  from aan_jax import models  # pylint: disable=g-import-not-at-top
-  return models.TemporalAAN(
-      modalities=canonical_modalities(config.modalities), d_model=config.d_model,
-      num_heads=config.num_heads, num_layers=config.num_layers, dropout=config.dropout,
-      attention_dropout=config.dropout, output_dropout=config.dropout,
-      ffn="relu" if config.ffn == "auto" else config.ffn, norm_first=config.norm_first,
-      window=config.window, feature_layers=feature_layers,
-      feature_dropout=config.feature_dropout,
-      encoder_impl=resolve_encoder_impl(config.encoder_impl) if feature_layers else "xla")
-
-
-def _temporal_init(module, key):
-  return module.init(key, *module.dummy_inputs(1))["params"]
-
-
-def _temporal_inputs(module, data, movie, seg):
-  length = module.window
-  idx = seg[:, None] - (length - 1) + jnp.arange(length)[None]   # (B, L)
-  pad = idx < 0
-  idx = jnp.maximum(idx, 0)
-  rows = movie[:, None]
-  valid = ~pad & data["mask"][rows, idx]
-  feats = {m: data["features"][m][rows, idx] for m in canonical_modalities(module.modalities)}
-  # Windows of every target: the inputs are shared by all runs; train_predict picks one.
-  return {"features": feats, "targets": data["targets"][:, rows, idx], "mask": valid}
-
-
-def _temporal_train(module, params, inputs, target, key):
-  from aan_jax import models  # pylint: disable=g-import-not-at-top
-  mask = inputs["mask"]
-  targets_in = models.shift_targets(inputs["targets"][target], mask, module.start_value)
-  out = module.apply({"params": params}, inputs["features"], targets_in, mask,
-                     deterministic=False, rngs={"dropout": key})
-  return out[:, -1]
-
-
-def _temporal_predict(module, params, data, movie, target):
-  from aan_jax import models  # pylint: disable=g-import-not-at-top
-  del target
-  feats = {m: data["features"][m][movie] for m in canonical_modalities(module.modalities)}
-  return models.predict_movie(module, {"params": params}, feats, module.window,
-                              valid=data["mask"][movie])
-
-
-register_model("temporal_aan", ModelSpec(
-    lambda c: _temporal_build(c, feature_layers=0), _temporal_init, _temporal_inputs,
-    _temporal_train, _temporal_predict, label="Temporal AAN"))
-# Feature+Temporal: the per-segment feature encoder has num_layers layers too.
-register_model("feature_temporal_aan", ModelSpec(
-    lambda c: _temporal_build(c, feature_layers=c.num_layers), _temporal_init,
-    _temporal_inputs, _temporal_train, _temporal_predict, label="Feature+Temporal AAN"))
-
-
-# ------------------------------------------------------------------------------- runs
-
-
-@dataclasses.dataclass(frozen=True)
-class Runs:
-  """The runs of an experiment: numpy arrays with a leading run axis R."""
-  target: np.ndarray        # (R,) index into the targets
-  held_out: np.ndarray      # (R,) movie index
-  eval_movie: np.ndarray    # (R,) movie that drives early stopping
-  fold_id: np.ndarray       # (R,) stable id for RNG: independent of which runs train together
-  train_weight: np.ndarray  # (R, M) 1 for training movies, 0 for held-out/validation
-
-  def __len__(self):
-    return len(self.target)
-
-
-def validation_movie(movie: int, num_movies: int, seed: int) -> int:
-  """The validation movie of the fold that holds out `movie`, drawn from the others."""
-  others = [m for m in range(num_movies) if m != movie]
-  return others[int(np.random.default_rng([seed, movie]).integers(len(others)))]
-
-
-def make_runs(num_movies: int, num_targets: int, config, held_out: Sequence[int] | None = None,
-              targets: Sequence[int] | None = None) -> Runs:
-  """Runs for the given held-out movies and targets (default: all x all)."""
-  mode = early_stopping_mode(config)
-  held = list(range(num_movies)) if held_out is None else list(held_out)
-  tgts = list(range(num_targets)) if targets is None else list(targets)
-  rows = []
-  for t in tgts:
-    for h in held:
-      v = validation_movie(h, num_movies, config.seed) if mode == "validation" else h
-      w = np.ones(num_movies, np.float32)
-      w[h] = 0.0
-      w[v] = 0.0
-      rows.append((t, h, v, t * num_movies + h, w))
-  t, h, v, f, w = zip(*rows)
-  i32 = lambda x: np.asarray(x, np.int32)
-  return Runs(i32(t), i32(h), i32(v), i32(f), np.stack(w))
+def validate(config) -> None:
+  """Checks every setting before anything is built; one line per problem."""
+  problems = []
+  def need(ok, msg):
+    if not ok:
+      problems.append(msg)
+  def finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+  need(config.model in eng.MODELS, f"model: unknown {config.model!r}; use one of {sorted(eng.MODELS)}")
+  need(config.dataset in DATASETS, f"dataset: unknown {config.dataset!r}; use one of {list(DATASETS)}")
+  need(config.protocol in protocols.PROTOCOLS,
+       f"protocol: unknown {config.protocol!r}; use one of {list(protocols.PROTOCOLS)}")
+  need(config.early_stopping in ("validation", "held_out"),
+       f"early_stopping: {config.early_stopping!r}; use 'validation' or 'held_out'")
+  try:
+    canonical_modalities(config.modalities)
+  except ValueError as e:
+    problems.append(f"modalities: {e}")
+  targets = tuple(config.targets)
+  need(len(targets) > 0, "targets: none given")
+  for t in targets:
+    need(t in TARGETS, f"targets: unknown {t!r}; use some of {list(TARGETS)}")
+  for k in ("num_epochs", "batch_size", "num_layers", "num_heads", "d_model", "window",
+            "seeds", "checkpoint_every", "bootstrap"):
+    v = config[k]
+    need(isinstance(v, int) and v >= 1, f"{k}: must be a whole number >= 1; got {v!r}")
+  need(isinstance(config.patience, int) and config.patience >= 0,
+       f"patience: must be a whole number >= 0; got {config.patience!r}")
+  if isinstance(config.d_model, int) and isinstance(config.num_heads, int) and config.num_heads >= 1:
+    need(config.d_model % config.num_heads == 0,
+         f"d_model: {config.d_model} is not divisible by num_heads {config.num_heads}")
+  need(finite(config.learning_rate) and config.learning_rate > 0,
+       f"learning_rate: must be a finite number > 0; got {config.learning_rate!r}")
+  for k in ("dropout", "feature_dropout"):
+    need(finite(config[k]) and 0 <= config[k] < 1, f"{k}: must be in [0, 1); got {config[k]!r}")
+  for k in ("mse_weight", "pcc_weight"):
+    need(finite(config[k]) and config[k] >= 0, f"{k}: must be a finite number >= 0; got {config[k]!r}")
+  need(finite(config.validation_fraction) and 0 < config.validation_fraction < 1,
+       f"validation_fraction: must be in (0, 1); got {config.validation_fraction!r}")
+  need(isinstance(config.validation_groups, int) and config.validation_groups >= 1,
+       f"validation_groups: must be a whole number >= 1; got {config.validation_groups!r}")
+  for part in str(config.target_batch_size or "").split(","):
+    if part.strip():
+      name, _, size = part.partition(":")
+      need(name.strip() in TARGETS and size.strip().isdigit() and int(size) >= 1,
+           f"target_batch_size: {part!r} is not target:size with size >= 1")
+  for k in eng.RUN_HPARAMS:
+    text = str(config.sweep[k]).strip()
+    if not text:
+      continue
+    try:
+      values = _floats(text)
+    except ValueError:
+      problems.append(f"sweep.{k}: {text!r} is not a comma-separated list of numbers")
+      continue
+    for v in values:
+      if k == "learning_rate":
+        need(math.isfinite(v) and v > 0, f"sweep.learning_rate: {v} is not a finite rate > 0")
+      elif k == "dropout":
+        need(math.isfinite(v) and 0 <= v < 1, f"sweep.dropout: {v} is not in [0, 1)")
+      elif k == "patience":
+        need(v >= 0 and v == int(v), f"sweep.patience: {v} is not a whole number >= 0")
+      else:
+        need(math.isfinite(v) and v >= 0, f"sweep.{k}: {v} is not a finite number >= 0")
+  if swept(config) and config.early_stopping == "held_out":
+    problems.append("sweep: grid points are chosen on validation; with early_stopping="
+                    "'held_out' that would be the test movie. Use early_stopping=validation")
+  if problems:
+    raise ConfigError("\n".join(problems))
 
 
 def early_stopping_mode(config) -> str:
-  if config.patience < 0:
-    raise ValueError(f"patience must be >= 0; got {config.patience}")
-  if config.patience == 0:
-    return "off"
-  if config.early_stopping not in ("validation", "held_out"):
-    raise ValueError(f"early_stopping must be 'validation' or 'held_out'; "
-                     f"got {config.early_stopping!r}")
-  return config.early_stopping
+  patience = [config.patience] + [int(v) for v in _floats(config.sweep.patience or "")]
+  return "off" if max(patience) == 0 else config.early_stopping
 
 
-def shared_batch_size(batch_size: int, num_movies: int, config) -> int:
-  """Rows per shared batch, so that each run sees `batch_size` training rows on average.
-
-  Every run reads the same batch of segments from all movies and weighs its held-out
-  (and validation) rows zero, so the batch is scaled up by movies / training movies;
-  the number of steps per epoch then matches a per-fold loop with `batch_size`.
-  """
-  n_train = num_movies - 1 - (early_stopping_mode(config) == "validation")
-  if n_train < 1:
-    raise ValueError(f"{num_movies} movies leave no training movie for early stopping "
-                     f"{config.early_stopping!r}")
-  return max(1, round(batch_size * num_movies / n_train))
-
-
-# ------------------------------------------------------------------------------ state
-
-
-def _tree_where(cond, new, old):
-  """Per-run select: `cond` has the leading (run) axes of every leaf."""
-  def pick(a, b):
-    c = jnp.reshape(cond, jnp.shape(cond) + (1,) * (jnp.ndim(a) - jnp.ndim(cond)))
-    return jnp.where(c, a, b)
-  return jax.tree.map(pick, new, old)
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """Everything static about the compiled program; equal plans share one compilation."""
-  config_json: str
-  num_movies: int
-  num_segments: int
-  batch: int
-  steps: int
-  n_valid: int
-  num_devices: int = 1  # the run axis is split over this many local devices
-
-  @functools.cached_property
-  def config(self):
-    return ml_collections.ConfigDict(json.loads(self.config_json))
-
-  @functools.cached_property
-  def parts(self):
-    """(model spec, module, optimizer, early-stopping mode)."""
-    spec = get_model_spec(self.config.model)
-    return (spec, spec.build(self.config), optax.adam(self.config.learning_rate),
-            early_stopping_mode(self.config))
-
-
-def _per_run(plan: Plan, fn):
-  """`jax.vmap(fn)` over the leading run axis of every argument and result.
-
-  With several devices it runs inside shard_map, each device vmapping its own runs
-  (closed-over arrays, such as the shared batch, are replicated): XLA's partitioner
-  cannot split a custom call such as the fused CPU encoder (aan_jax.kernels) and would
-  gather every run onto every device.
-  """
-  batched = jax.vmap(fn)
-  if plan.num_devices == 1:
-    return batched
-  mesh = Mesh(np.array(jax.local_devices()[:plan.num_devices]), ("runs",))
-  # check_vma off: a custom call's results carry no varying-axis types for the checker.
-  return jax.shard_map(batched, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
-                       check_vma=False)
-
-
-def _epoch_impl(plan: Plan, state, data, runs, key):
-  """One epoch for every run that has not stopped; then its early-stopping update."""
-  spec, module, tx, mode = plan.parts
-  epoch = state["epoch"]
-  k_perm, k_drop = jax.random.split(jax.random.fold_in(key, epoch))
-  s, b, steps = plan.num_segments, plan.batch, plan.steps
-  valid = data["mask"].reshape(-1)
-  # Valid rows first, in random order; padded rows sort last and are never used.
-  order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_perm, valid.shape), 2.0))
-  pad = steps * b - order.shape[0]
-  if pad > 0:
-    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
-  order = order[:steps * b].reshape(steps, b)
-  real = (jnp.arange(steps * b) < plan.n_valid).reshape(steps, b)
-  active = ~state["stopped"]
-
-  # Parameters travel through the epoch as one flat vector per run, so that Adam and the
-  # stopped-run select are a few ops on one array rather than a few per leaf (~100 leaves
-  # of a few to a few thousand numbers); the optimizer state is kept flat throughout.
-  _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], state["params"]))
-
-  def step(carry, xs):
-    flat, opt_state = carry
-    rows, row_ok, i = xs
-    movie, seg = rows // s, rows % s
-    inputs = spec.batch_inputs(module, data, movie, seg)  # gathered once for all runs
-    y_all = data["targets"][:, movie, seg]
-
-    def one(flat, opt_state, target, train_weight, fold_id, act):
-      w = train_weight[movie] * row_ok
-      y = y_all[target]
-      k = jax.random.fold_in(jax.random.fold_in(k_drop, i), fold_id)
-      loss_fn = lambda p: metrics.aan_loss(
-          spec.train_predict(module, p, inputs, target, k), y, w)
-      loss, grads = jax.value_and_grad(loss_fn)(unravel(flat))
-      grads = ravel_pytree(grads)[0]
-      updates, new_opt = tx.update(grads, opt_state, flat)
-      new_flat = optax.apply_updates(flat, updates)
-      # A stopped run keeps its parameters and optimizer state untouched.
-      return (jnp.where(act, new_flat, flat), _tree_where(act, new_opt, opt_state), loss)
-
-    flat, opt_state, loss = _per_run(plan, one)(
-        flat, opt_state, runs["target"], runs["train_weight"], runs["fold_id"], active)
-    return (flat, opt_state), loss
-
-  flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state["params"])
-  (flat, opt_state), losses = jax.lax.scan(
-      step, (flat, state["opt_state"]), (order, real, jnp.arange(steps)))
-  params = jax.vmap(unravel)(flat)
-  train_loss = jnp.mean(losses, axis=0)
-
-  if mode == "off":
-    val = jnp.full_like(train_loss, jnp.nan)
-    improved = active
-  else:
-    def evaluate(params, movie, target):
-      pred = spec.predict_movie(module, params, data, movie, target)
-      return metrics.aan_loss(pred, data["targets"][target, movie], data["mask"][movie])
-    val = _per_run(plan, evaluate)(params, runs["eval_movie"], runs["target"])
-    improved = active & (val < state["best_loss"])
-  bad = jnp.where(improved, 0, state["bad_epochs"] + active.astype(jnp.int32))
-  stopped = state["stopped"]
-  if mode != "off":
-    stopped = stopped | (bad >= plan.config.patience)
-  return {
-      "params": params, "opt_state": opt_state,
-      "best_params": _tree_where(improved, params, state["best_params"]),
-      "best_loss": jnp.where(improved, val, state["best_loss"]),
-      "best_epoch": jnp.where(improved, epoch, state["best_epoch"]),
-      "bad_epochs": bad, "stopped": stopped,
-      "epochs_trained": state["epochs_trained"] + active.astype(jnp.int32),
-      "train_loss": state["train_loss"].at[:, epoch].set(jnp.where(active, train_loss, jnp.nan)),
-      "val_loss": state["val_loss"].at[:, epoch].set(jnp.where(active, val, jnp.nan)),
-      "epoch": epoch + 1,
-  }
-
-
-def _chunk_impl(plan: Plan, state, data, runs, key, end_epoch):
-  """Epochs until `end_epoch` or until every run has stopped."""
-  cond = lambda st: (st["epoch"] < end_epoch) & ~jnp.all(st["stopped"])
-  return jax.lax.while_loop(cond, lambda st: _epoch_impl(plan, st, data, runs, key), state)
-
-
-# Looked up at call time (not bound here) so that tests can count traces of _chunk_impl.
-_chunk = jax.jit(lambda *a: _chunk_impl(*a), static_argnums=0, donate_argnums=1)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _init(plan: Plan, key, fold_id):
-  spec, module, tx, _ = plan.parts
-  def one(f):
-    params = spec.init(module, jax.random.fold_in(key, f))
-    return params, tx.init(ravel_pytree(params)[0])  # flat: see _epoch_impl
-  return jax.vmap(one)(fold_id)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(plan: Plan, params, data, runs):
-  spec, module, _, _ = plan.parts
-  return _per_run(plan, lambda p, mv, t: spec.predict_movie(module, p, data, mv, t))(
-      params, runs["held_out"], runs["target"])
-
-
-def _prng_impl(name: str):
-  from aan_jax import prng  # pylint: disable=g-import-not-at-top
-  return prng.HASH32 if name == "hash32" else name
-
-
-class Engine:
-  """Training of all runs over one corpus; the compiled programs are shared by plan."""
-
-  def __init__(self, corpus: Corpus, config, runs: Runs | None = None):
-    self.config = config
-    self.mode = early_stopping_mode(config)
-    get_model_spec(config.model)
-    targets = tuple(config.targets)
-    for t in targets:
-      if t not in corpus.targets:
-        raise ValueError(f"corpus {corpus.name!r} has no target {t!r}; it has {sorted(corpus.targets)}")
-    self.targets = targets
-    self.corpus = corpus
-    mods = canonical_modalities(config.modalities)
-    missing = [m for m in mods if m not in corpus.features]
-    if missing:
-      raise ValueError(f"corpus {corpus.name!r} lacks feature {missing[0]!r}; "
-                       f"it has {sorted(corpus.features)}")
-    m, s = corpus.mask.shape
-    self.runs = runs if runs is not None else make_runs(m, len(targets), config)
-    batch = shared_batch_size(config.batch_size, m, config)
-    n_valid = int(corpus.mask.sum())
-    cfg = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "max_devices")}
-    self.mesh = self._mesh(len(self.runs))
-    self.plan = Plan(json.dumps(cfg, sort_keys=True, default=list), m, s, batch,
-                     math.ceil(n_valid / batch), n_valid, self.mesh.devices.size)
-    rep = NamedSharding(self.mesh, P())
-    self.run_sharding = NamedSharding(self.mesh, P("runs"))
-    self.data = jax.device_put({
-        "features": {k: corpus.features[k] for k in mods},
-        "targets": np.stack([corpus.targets[t] for t in targets]),
-        "mask": corpus.mask,
-    }, rep)
-    self.run_arrays = jax.device_put(
-        {f.name: getattr(self.runs, f.name) for f in dataclasses.fields(Runs)},
-        self.run_sharding)
-    self._init_key, self._train_key = jax.random.split(
-        jax.random.key(config.seed, impl=_prng_impl(config.prng_impl)))
-
-  def _mesh(self, num_runs: int) -> Mesh:
-    devices = jax.local_devices()
-    if self.config.max_devices:
-      devices = devices[:self.config.max_devices]
-    # The run axis must split evenly: use the largest device count that divides it.
-    n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
-    return Mesh(np.array(devices[:n]), ("runs",))
-
-  @property
-  def num_devices(self) -> int:
-    return self.mesh.devices.size
-
-  @property
-  def batch(self) -> int:
-    return self.plan.batch
-
-  @property
-  def steps(self) -> int:
-    return self.plan.steps
-
-  def init_state(self) -> dict:
-    """Fresh parameters, optimizer and early-stopping state for every run."""
-    r, e = len(self.runs), self.config.num_epochs
-    params, opt = _init(self.plan, self._init_key, jnp.asarray(self.runs.fold_id))
-    state = {
-        # best_params is a copy: the state is donated, and a buffer may not be donated twice.
-        "params": params, "opt_state": opt, "best_params": jax.tree.map(jnp.copy, params),
-        "best_loss": jnp.full((r,), jnp.inf, jnp.float32),
-        "best_epoch": jnp.full((r,), -1, jnp.int32),
-        "bad_epochs": jnp.zeros((r,), jnp.int32),
-        "stopped": jnp.zeros((r,), bool),
-        "epochs_trained": jnp.zeros((r,), jnp.int32),
-        "train_loss": jnp.full((r, e), jnp.nan, jnp.float32),
-        "val_loss": jnp.full((r, e), jnp.nan, jnp.float32),
-        "epoch": jnp.zeros((), jnp.int32),
-    }
-    return jax.device_put(state, self.state_sharding(state))
-
-  def state_sharding(self, state):
-    rep = NamedSharding(self.mesh, P())
-    return {k: jax.tree.map(lambda _: rep if k == "epoch" else self.run_sharding, v)
-            for k, v in state.items()}
-
-  def precompile(self) -> list:
-    """Starts compiling the training and prediction programs in background threads.
-
-    XLA compiles without the GIL, so the two programs and the parameter initialization
-    compile side by side on the cores (on 2 CPU cores this took ~3 s off a 12-fold run);
-    the jit caches then hold them. Returns futures; `.result()` re-raises their errors.
-    """
-    import concurrent.futures  # pylint: disable=g-import-not-at-top
-    abstract = jax.eval_shape(self.init_state)
-    abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                            abstract, self.state_sharding(abstract))
-    pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="aan-compile")
-    futures = [
-        pool.submit(lambda: _chunk.lower(self.plan, abstract, self.data, self.run_arrays,
-                                         self._train_key, jnp.int32(0)).compile()),
-        pool.submit(lambda: _predict.lower(self.plan, abstract["best_params"], self.data,
-                                           self.run_arrays).compile())]
-    pool.shutdown(wait=False)
-    return futures
-
-  def run_chunk(self, state, end_epoch: int):
-    """Trains from state["epoch"] to `end_epoch` (or until every run stopped)."""
-    return _chunk(self.plan, state, self.data, self.run_arrays, self._train_key,
-                  jnp.int32(end_epoch))
-
-  def predict_held_out(self, state) -> np.ndarray:
-    """(R, S) predictions of each run's best parameters on its held-out movie."""
-    return np.asarray(_predict(self.plan, state["best_params"], self.data, self.run_arrays))
-
-
-# ------------------------------------------------------------------------ checkpoints
-
-
-def _fingerprint(engine: Engine) -> dict:
-  """What must match for a checkpoint to be resumed: config and data identity."""
-  c = engine.corpus
-  h = hashlib.sha256()
-  for k in sorted(engine.data["features"]):
-    h.update(np.ascontiguousarray(c.features[k][:, :4]).tobytes())
-  for t in engine.targets:
-    h.update(np.ascontiguousarray(c.targets[t]).tobytes())
-  h.update(c.mask.tobytes())
-  cfg = {k: v for k, v in engine.config.to_dict().items()
-         if k not in ("checkpoint_every", "max_devices")}
-  return {"config": json.loads(json.dumps(cfg, default=str)), "corpus": c.name,
-          "movies": list(c.movies), "data_sha256": h.hexdigest(),
-          "held_out": engine.runs.held_out.tolist(), "targets": engine.runs.target.tolist()}
-
-
-class Checkpointer:
-  """Orbax checkpoints of the whole training state (all runs, their best parameters)."""
-
-  def __init__(self, directory: str, engine: Engine):
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    self._ocp = ocp
-    self.directory = os.path.abspath(directory)
-    self.fingerprint = _fingerprint(engine)
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-
-  def restore(self, template):
-    """The latest state, or None; refuses a checkpoint of a different experiment."""
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    ocp = self._ocp
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises several types for damaged or foreign files
-      raise RuntimeError(
-          f"cannot restore the checkpoint in {self.directory} (step {step}): {e}. "
-          "Delete that folder or choose another --workdir to start afresh.") from e
-    if restored["meta"] != self.fingerprint:
-      raise RuntimeError(
-          f"the checkpoint in {self.directory} belongs to a different experiment "
-          "(config, data or runs differ). Choose another --workdir, or delete that "
-          "folder to start afresh.")
-    return restored["state"]
-
-  def save(self, state, epoch: int):
-    ocp = self._ocp
-    self.manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.fingerprint)),
-        force=True)
-    self.manager.wait_until_finished()
-
-  def close(self):
-    self.manager.close()
-
-
-# ----------------------------------------------------------------------------- driver
+# ----------------------------------------------------------------------------- training
 
 
 @dataclasses.dataclass
-class LooResult:
-  """What a leave-one-movie-out experiment produced, as numpy arrays over runs."""
+class Result:
+  """What an experiment produced, as numpy arrays over runs (leading axis R)."""
   corpus: Corpus
   targets: tuple[str, ...]
-  runs: Runs
-  predictions: np.ndarray      # (R, S) on the held-out movie, best parameters
-  best_epoch: np.ndarray       # (R,) 0-based; the last epoch when early stopping is off
-  epochs_trained: np.ndarray   # (R,)
-  train_loss: np.ndarray       # (R, E) NaN after a run stopped
-  val_loss: np.ndarray         # (R, E)
-  early_stopping: str          # "validation", "held_out" or "off"
+  folds: list
+  runs: eng.Runs
+  points: list[dict]
+  test_predictions: np.ndarray  # (R, T, I) on the test groups, best parameters; scores for binary
+  val_predictions: np.ndarray   # (R, V, I) on the validation groups, best parameters
+  best_params: object           # pytree, leaves (R, ...)
+  norm: dict                    # {"mean"/"std": name -> (R, dim)}
+  pos_weight: np.ndarray        # (R,)
+  best_epoch: np.ndarray        # (R,) 0-based; the last epoch when early stopping is off
+  epochs_trained: np.ndarray    # (R,)
+  train_loss: np.ndarray        # (R, E) NaN after a run stopped
+  val_loss: np.ndarray          # (R, E)
+  early_stopping: str
   seconds: float
   num_devices: int
+  batch_sizes: dict
   config: dict
 
 
-def train_loo(corpus: Corpus, config, workdir: str | None = None,
-              held_out: Sequence[int] | None = None, targets: Sequence[int] | None = None,
-              progress: Callable[[dict], None] | None = None) -> LooResult:
-  """Trains every (target, held-out movie) run; resumes from `workdir` if it holds one.
+def _transform(task: str, raw: np.ndarray) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-raw)) if task == "binary" else raw
+
+
+def train(corpus: Corpus, config, workdir: str | None = None,
+          progress: Callable[[dict], None] | None = None,
+          folds: list | None = None) -> Result:
+  """Trains every run of `config` on `corpus`; resumes from `workdir` if it holds a checkpoint.
 
   `progress` is called after each chunk of `config.checkpoint_every` epochs with
-  {"epoch", "num_epochs", "running", "runs"}; raising from it stops training after the
-  chunk's checkpoint is written.
+  {"epoch", "num_epochs", "running", "runs", "group"}; raising from it stops training after
+  the chunk's checkpoint is written.
   """
   t0 = time.time()
-  runs = None
-  if held_out is not None or targets is not None:
-    runs = make_runs(corpus.mask.shape[0], len(config.targets), config, held_out, targets)
-  engine = Engine(corpus, config, runs)
-  compiling = engine.precompile()
-  state = engine.init_state()
-  for f in compiling:  # before the first call, so that nothing is compiled twice
-    f.result()
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), engine) if workdir else None
-  try:
-    if ckpt is not None:
-      restored = ckpt.restore(state)
-      if restored is not None:
-        state = restored
-    num_epochs = config.num_epochs
-    every = max(1, config.checkpoint_every)
-    while True:
-      epoch = int(state["epoch"])
-      running = int((~np.asarray(state["stopped"])).sum())
-      if epoch >= num_epochs or running == 0:
-        break
-      state = engine.run_chunk(state, min(num_epochs, epoch + every))
+  mode = early_stopping_mode(config)
+  if folds is None:
+    folds = protocols.make_folds(corpus, config.protocol, mode, config.seed,
+                                 config.validation_fraction, config.validation_groups)
+  targets = tuple(config.targets)
+  points = sweep_points(config)
+  runs = eng.make_runs(targets, folds, len(corpus.groups), points, config.seeds)
+  sizes = target_batch_sizes(config)
+  by_size: dict[int, list[int]] = {}
+  for r in range(len(runs)):
+    by_size.setdefault(sizes[targets[runs.target[r]]], []).append(r)
+
+  r_total, e = len(runs), config.num_epochs
+  out = {"test": [None] * r_total, "val": [None] * r_total}
+  best_epoch = np.zeros(r_total, np.int32)
+  epochs_trained = np.zeros(r_total, np.int32)
+  train_loss = np.full((r_total, e), np.nan, np.float32)
+  val_loss = np.full((r_total, e), np.nan, np.float32)
+  norm = {"mean": {}, "std": {}}
+  pos_weight = np.ones(r_total, np.float32)
+  params_parts, devices = [], 1
+  for size, rows in sorted(by_size.items()):
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+      cfg.batch_size = size
+    engine = eng.Engine(corpus, cfg, targets, runs.select(rows), mode)
+    devices = engine.num_devices
+    compiling = engine.precompile()
+    state = engine.init_state()
+    for f in compiling:  # before the first call, so that nothing is compiled twice
+      f.result()
+    sub = "checkpoints" if len(by_size) == 1 else os.path.join("checkpoints", f"batch{size}")
+    ckpt = eng.Checkpointer(os.path.join(workdir, sub), engine) if workdir else None
+    try:
       if ckpt is not None:
-        ckpt.save(state, int(state["epoch"]))
-      if progress is not None:
-        progress({"epoch": int(state["epoch"]), "num_epochs": num_epochs,
-                  "running": int((~np.asarray(state["stopped"])).sum()),
-                  "runs": len(engine.runs)})
-    preds = engine.predict_held_out(state)
-  finally:
-    if ckpt is not None:
-      ckpt.close()
-  return LooResult(
-      corpus=corpus, targets=engine.targets, runs=engine.runs, predictions=preds,
-      best_epoch=np.asarray(state["best_epoch"]),
-      epochs_trained=np.asarray(state["epochs_trained"]),
-      train_loss=np.asarray(state["train_loss"]), val_loss=np.asarray(state["val_loss"]),
-      early_stopping=engine.mode, seconds=time.time() - t0,
-      num_devices=engine.num_devices, config=config.to_dict())
+        restored = ckpt.restore(state)
+        if restored is not None:
+          state = restored
+      every = max(1, config.checkpoint_every)
+      while True:
+        epoch = int(state["epoch"])
+        running = int((~np.asarray(state["stopped"])).sum())
+        if epoch >= e or running == 0:
+          break
+        state = engine.run_chunk(state, min(e, epoch + every))
+        if ckpt is not None:
+          ckpt.save(state, int(state["epoch"]))
+        if progress is not None:
+          progress({"epoch": int(state["epoch"]), "num_epochs": e,
+                    "running": int((~np.asarray(state["stopped"])).sum()),
+                    "runs": len(rows), "group": f"batch {size}"})
+      test = engine.predict(state["best_params"], "test")
+      val = engine.predict(state["best_params"], "val")
+    finally:
+      if ckpt is not None:
+        ckpt.close()
+    for j, r in enumerate(rows):
+      task = corpus.task(targets[runs.target[r]])
+      out["test"][r] = _transform(task, test[j])
+      out["val"][r] = _transform(task, val[j])
+    rows_a = np.asarray(rows)
+    best_epoch[rows_a] = np.asarray(state["best_epoch"])
+    epochs_trained[rows_a] = np.asarray(state["epochs_trained"])
+    train_loss[rows_a] = np.asarray(state["train_loss"])
+    val_loss[rows_a] = np.asarray(state["val_loss"])
+    pos_weight[rows_a] = engine.pos_weight
+    for k in ("mean", "std"):
+      for m, v in engine.norm[k].items():
+        norm[k].setdefault(m, np.zeros((r_total,) + v.shape[1:], np.float32))[rows_a] = v
+    params_parts.append((rows_a, jax.tree.map(np.asarray, state["best_params"])))
+
+  if mode == "off":
+    best_epoch = epochs_trained - 1
+  template = params_parts[0][1]
+  best_params = jax.tree.map(
+      lambda leaf: np.zeros((r_total,) + leaf.shape[1:], leaf.dtype), template)
+  for rows_a, p in params_parts:
+    best_params = jax.tree.map(lambda full, part, rr=rows_a: _set_rows(full, rr, part),
+                               best_params, p)
+  return Result(
+      corpus=corpus, targets=targets, folds=folds, runs=runs, points=points,
+      test_predictions=np.stack(out["test"]).astype(np.float32),
+      val_predictions=np.stack(out["val"]).astype(np.float32), best_params=best_params,
+      norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
+      train_loss=train_loss, val_loss=val_loss, early_stopping=mode,
+      seconds=time.time() - t0, num_devices=devices,
+      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict())
 
 
-def _stats(pred, target, mask) -> dict:
-  out = metrics.RegressionStats.from_batch(pred, target, mask).compute()
-  return {k: float(v) for k, v in out.items()}
+def _set_rows(full, rows, part):
+  full[rows] = part
+  return full
 
 
-def summarize(result: LooResult) -> dict:
-  """Pooled MSE/PCC/CCC over all held-out predictions per target, and per movie."""
+# --------------------------------------------------------------------------- evaluation
+
+
+def _validation_loss(result: Result, r: int) -> tuple[float, dict]:
+  """A run's loss and figures on its validation groups (best parameters), in float64."""
   c, runs = result.corpus, result.runs
-  out = {"early_stopping": result.early_stopping,
-         "early_stopping_label": EARLY_STOPPING_LABELS[result.early_stopping]}
-  for ti, name in enumerate(result.targets):
-    sel = np.flatnonzero(runs.target == ti)
-    if not len(sel):
-      continue
-    preds = result.predictions[sel]
-    truth = c.targets[name][runs.held_out[sel]]
-    mask = c.mask[runs.held_out[sel]]
-    pooled = _stats(preds, truth, mask)
-    per_movie = {}
-    for j, r in enumerate(sel):
-      st = _stats(preds[j], truth[j], mask[j])
-      st.update(best_epoch=int(result.best_epoch[r]),
-                epochs_trained=int(result.epochs_trained[r]),
-                early_stopping_movie=c.movies[runs.eval_movie[r]]
-                if result.early_stopping != "off" else None)
-      per_movie[c.movies[runs.held_out[r]]] = st
-    out[name] = {**pooled, "per_movie": per_movie}
+  target = result.targets[runs.target[r]]
+  preds, truth = [], []
+  for j, (g, ok) in enumerate(zip(runs.val_idx[r], runs.val_ok[r])):
+    if ok:
+      lab = c.label_mask[target][g]
+      preds.append(result.val_predictions[r, j][lab])
+      truth.append(c.targets[target][g][lab])
+  if not preds:
+    return math.nan, {}
+  p, t = np.concatenate(preds).astype(np.float64), np.concatenate(truth).astype(np.float64)
+  if c.task(target) == "binary":
+    pw = float(result.pos_weight[r])
+    pc = np.clip(p, 1e-7, 1 - 1e-7)
+    w = np.where(t > 0.5, pw, 1.0)
+    loss = float(np.sum(w * -np.where(t > 0.5, np.log(pc), np.log1p(-pc))) / np.sum(w))
+    return loss, {"loss": loss, "ap": ev.average_precision(p, t),
+                  "threshold": ev.best_threshold(p, t)}
+  m = ev.regression_metrics(p, t)
+  hp = {k: float(v[r]) for k, v in result.runs.hparams.items()}
+  loss = hp["mse_weight"] * m["mse"] + hp["pcc_weight"] * (1 - m["pcc"])
+  return loss, {"loss": loss, **{k: m[k] for k in ("mse", "pcc", "ccc")}}
+
+
+def evaluate(result: Result, bootstrap: int | None = None) -> tuple[dict, dict]:
+  """(summary, table): each target's selected grid point, its pooled test figures with
+  intervals, per-group figures, the sweep, and the prediction table they come from."""
+  c, runs = result.corpus, result.runs
+  bootstrap = result.config.get("bootstrap", 1000) if bootstrap is None else bootstrap
+  val = [_validation_loss(result, r) for r in range(len(runs))]
+  summary: dict = {"early_stopping": result.early_stopping,
+                   "early_stopping_label": EARLY_STOPPING_LABELS[result.early_stopping]}
+  selected, sweep_points_out = {}, []
+  tables = []
+  for ti, target in enumerate(result.targets):
+    task = c.task(target)
+    losses = []
+    for p in range(len(result.points)):
+      sel = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == p]
+      vals = [val[r][0] for r in sel if not math.isnan(val[r][0])]
+      losses.append(float(np.mean(vals)) if vals else math.inf)
+    best = int(np.argmin(losses)) if len(result.points) > 1 else 0
+    selected[target] = best
+    rows = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == best]
+    table = ev.prediction_table(result, rows)
+    thresholds = {runs.names[r]: val[r][1].get("threshold", 0.5) for r in rows} \
+        if task == "binary" else None
+    figs = ev.summarize_target(table, task, thresholds, bootstrap, seed=0)
+    figs["task"] = task
+    if thresholds is not None:
+      figs["thresholds"] = thresholds
+    figs["runs"] = {runs.names[r]: {
+        "fold": result.folds[runs.fold[r]].name, "seed": int(runs.seed[r]),
+        "best_epoch": int(result.best_epoch[r]), "epochs_trained": int(result.epochs_trained[r]),
+        "validation_groups": [c.groups[g] for g, ok in zip(runs.val_idx[r], runs.val_ok[r]) if ok],
+        "validation": val[r][1]} for r in rows}
+    summary[target] = figs
+    tables.append(table)
+  if len(result.points) > 1:
+    for p, point in enumerate(result.points):
+      entry = {k: point[k] for k in swept_keys(result)}
+      entry["validation"], entry["test"] = {}, {}
+      for ti, target in enumerate(result.targets):
+        sel = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == p]
+        vs = [val[r][1] for r in sel if val[r][1]]
+        entry["validation"][target] = {k: float(np.mean([v[k] for v in vs]))
+                                       for k in (vs[0] if vs else {}) if k != "threshold"}
+        tab = ev.prediction_table(result, sel)
+        if c.task(target) == "binary":
+          th = {runs.names[r]: val[r][1].get("threshold", 0.5) for r in sel}
+          f = ev.binary_metrics(tab["prediction"], tab["truth"], tab["group"],
+                                np.asarray([th[x] for x in tab["run"]]))
+        else:
+          f = ev.regression_metrics(tab["prediction"], tab["truth"])
+        entry["test"][target] = f
+      sweep_points_out.append(entry)
+    summary["sweep"] = {"points": sweep_points_out, "selected": selected,
+                        "swept": swept_keys(result), "selected_on": "validation loss"}
+  table = {k: np.concatenate([t[k] for t in tables]) for k in ev.PREDICTION_COLUMNS}
+  return summary, table
+
+
+def swept_keys(result: Result) -> list[str]:
+  return [k for k in eng.RUN_HPARAMS
+          if len({float(p[k]) for p in result.points}) > 1]
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def protocol_info(result: Result) -> dict:
+  c = result.corpus
+  return {"name": result.config["protocol"], "early_stopping": result.early_stopping,
+          "group_kind": c.group_kind,
+          "folds": [{"name": f.name, "train": len(f.train),
+                     "validation": [c.groups[g] for g in f.validation][:20],
+                     "num_validation": len(f.validation),
+                     "test": [c.groups[g] for g in f.test][:20], "num_test": len(f.test)}
+                    for f in result.folds]}
+
+
+def write_tensorboard(result: Result, directory: str) -> None:
+  """Training and validation loss per run and epoch (tensorboardX's event writer)."""
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("tensorboardX is not installed: no TensorBoard event files "
+          "(pip install 'aan-jax[experiments]')", file=sys.stderr)
+    return
+  for r, name in enumerate(result.runs.names):
+    with SummaryWriter(os.path.join(directory, name.replace("/", "_"))) as w:
+      for epoch in range(result.train_loss.shape[1]):
+        for tag, arr in (("loss/train", result.train_loss), ("loss/validation", result.val_loss)):
+          v = float(arr[r, epoch])
+          if math.isfinite(v):
+            w.add_scalar(tag, v, epoch + 1)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The launchers' one call: trains, evaluates, prints the table, writes every output."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from aan_jax import corpora, export, plots, report, xla_cache  # pylint: disable=g-import-not-at-top
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  t0 = time.time()
+  config = resolve(config)
+  validate(config)
+  xla_cache.enable(config.compilation_cache)  # "" leaves it off
+  corpus = corpora.load(config)
+  os.makedirs(workdir, exist_ok=True)
+  n_runs = (len(config.targets) * len(sweep_points(config)) * config.seeds)
+  print(f"{config.model} on {corpus.name} ({len(corpus.groups)} {corpus.group_kind}s), "
+        f"protocol {config.protocol}, {n_runs} runs per fold, up to {config.num_epochs} "
+        f"epochs, on {len(jax.local_devices())} {jax.default_backend()} device(s)",
+        file=sys.stderr, flush=True)
+  progress = report.Progress(config.num_epochs)
+  try:
+    result = train(corpus, config, workdir=workdir, progress=progress)
+  finally:
+    progress.close()
+  summary, table = evaluate(result, config.bootstrap)
+  ev.write_predictions(os.path.join(workdir, "predictions.csv"), table)
+  if config.export:
+    export.export_result(result, summary, os.path.join(workdir, "models"))
+  write_tensorboard(result, os.path.join(workdir, "tensorboard"))
+  if config.plots:
+    plots.plot_result(result, summary, os.path.join(workdir, "plots"))
+  out = report.write_results(os.path.join(workdir, "results.json"), summary, {
+      "model": config.model, "dataset": corpus.name, "tfds_config": corpus.info.get("config"),
+      "modalities": report.modality_label(config.modalities),
+      "protocol": protocol_info(result), "targets": list(result.targets),
+      "batch_sizes": result.batch_sizes,
+      "seconds": time.time() - t0, "train_seconds": result.seconds,
+      "devices": result.num_devices, "config": config.to_dict(),
+      "synthetic": bool(corpus.info.get("synthetic", False)),
+  })
+  print(report.format_results(out))
+  print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "
+        f"tensorboard/ ({out['seconds']:.1f} s in all)", file=sys.stderr)
   return out
+
+
+# Older name kept for notebooks: leave one movie out over a movie corpus.
+def train_loo(corpus: Corpus, config, workdir: str | None = None, progress=None) -> Result:
+  return train(corpus, config, workdir, progress)
+
+
+def results_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+__all__ = ["get_config", "resolve", "validate", "train", "evaluate", "train_and_evaluate",
+           "Result", "ConfigError", "TASKS"]

@@ -1,0 +1,211 @@
+"""Trained models out of the engine and back: `workdir/models/`, loadable in one call.
+
+    from aan_jax import export
+    models = export.load_models("workdir/cognimuse")       # a workdir, its models/, or one model
+    curve = models[0].predict({"vggish": v, "emobase2010": e})   # (segments,)
+
+Layout: `models/index.json` lists every model; each model is a folder with `model.json`
+(the engine's model kind and the settings that build it, the target and task, the fold,
+the segmentation it was trained on, the corpus) and `params.npz` (its parameters and the
+fold's feature normalisation, plain arrays: read with allow_pickle=False, so a file cannot
+run code). The module is rebuilt from the engine's registry of model kinds, never from a
+class name the file chooses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Mapping
+
+import numpy as np
+
+FORMAT = "aan_jax.export/1"
+# What `python -m extract --segmentation` must produce for a model trained on each corpus.
+SEGMENTATION = {"cognimuse": "fixed:5", "liris_accede_continuous": "sliding:10:5",
+                "synthetic": "fixed:5", "synthetic_excerpts": "excerpt:64"}
+_BUILD_KEYS = ("model", "modalities", "d_model", "num_heads", "num_layers", "ffn", "window",
+               "norm_first", "feature_dropout", "dropout")
+
+
+class ExportError(ValueError):
+  """A models folder that cannot be read; the message names the file."""
+
+
+def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}/{k}" if prefix else str(k)
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, key))
+    else:
+      out[key] = np.asarray(v)
+  return out
+
+
+def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
+  out: dict = {}
+  for key, v in flat.items():
+    node = out
+    parts = key.split("/")
+    for p in parts[:-1]:
+      node = node.setdefault(p, {})
+    node[parts[-1]] = v
+  return out
+
+
+def segmentation_of(corpus) -> str:
+  meta = corpus.info.get("metadata", {}) or {}
+  if meta.get("segmentation"):
+    return str(meta["segmentation"])
+  return SEGMENTATION.get(corpus.name, "fixed:5")
+
+
+def save_model(directory: str, *, config: Mapping, params, norm_mean: Mapping,
+               norm_std: Mapping, meta: Mapping) -> str:
+  """Writes one model folder (model.json last: its presence marks a complete model)."""
+  os.makedirs(directory, exist_ok=True)
+  arrays = {f"params/{k}": v for k, v in _flatten(params).items()}
+  arrays.update({f"norm_mean/{m}": np.asarray(v, np.float32) for m, v in norm_mean.items()})
+  arrays.update({f"norm_std/{m}": np.asarray(v, np.float32) for m, v in norm_std.items()})
+  tmp = os.path.join(directory, "params.tmp.npz")
+  np.savez(tmp, **arrays)
+  os.replace(tmp, os.path.join(directory, "params.npz"))
+  spec = {"format": FORMAT, "build": {k: config[k] for k in _BUILD_KEYS if k in config},
+          **meta}
+  with open(os.path.join(directory, "model.json.tmp"), "w") as f:
+    json.dump(spec, f, indent=1, default=lambda x: list(x) if isinstance(x, tuple) else str(x))
+  os.replace(os.path.join(directory, "model.json.tmp"), os.path.join(directory, "model.json"))
+  return directory
+
+
+def export_result(result, summary: dict, directory: str) -> list[str]:
+  """Every run of each target's selected grid point, with its best parameters."""
+  import jax  # pylint: disable=g-import-not-at-top
+  c, runs = result.corpus, result.runs
+  entries = []
+  for ti, target in enumerate(result.targets):
+    point = summary.get("sweep", {}).get("selected", {}).get(target, 0)
+    for r in range(len(runs)):
+      if runs.target[r] != ti or runs.point[r] != point:
+        continue
+      fold = result.folds[runs.fold[r]].name
+      rel = os.path.join(target, fold + (f"_seed{runs.seed[r]}" if runs.seed.max() else ""))
+      cfg = dict(result.config)
+      cfg.update({k: (int(v[r]) if k == "patience" else float(v[r]))
+                  for k, v in runs.hparams.items()})
+      params = jax.tree.map(lambda x, rr=r: np.asarray(x[rr]), result.best_params)
+      mods = list(result.norm["mean"])
+      meta = {"name": runs.names[r], "target": target, "task": c.task(target), "fold": fold,
+              "seed": int(runs.seed[r]), "test_groups": [c.groups[g] for g, ok in zip(
+                  runs.test_idx[r], runs.test_ok[r]) if ok][:50],
+              "modalities": mods, "segmentation": segmentation_of(c), "corpus": c.name,
+              "tfds_config": c.info.get("config"), "best_epoch": int(result.best_epoch[r]),
+              "hparams": {k: float(v[r]) for k, v in runs.hparams.items()},
+              "normalize": bool(result.config.get("normalize", True))}
+      save_model(os.path.join(directory, rel), config=cfg, params=params,
+                 norm_mean={m: result.norm["mean"][m][r] for m in mods},
+                 norm_std={m: result.norm["std"][m][r] for m in mods}, meta=meta)
+      entries.append({k: meta[k] for k in ("name", "target", "task", "fold", "seed")} | {"path": rel})
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "index.json"), "w") as f:
+    json.dump({"format": FORMAT, "models": entries}, f, indent=1)
+  return [e["path"] for e in entries]
+
+
+@dataclasses.dataclass
+class ExportedModel:
+  """One trained model: `predict(features)` -> (segments,) values (probabilities for binary)."""
+  name: str
+  target: str
+  task: str
+  fold: str
+  modalities: tuple[str, ...]
+  segmentation: str
+  metadata: dict
+  module: object
+  params: dict
+  norm_mean: dict
+  norm_std: dict
+
+  def predict(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """features: name -> (segments, dim), in film order; normalised here as in training."""
+    from aan_jax.models import check_features  # pylint: disable=g-import-not-at-top
+    lead = check_features(features, self.modalities)
+    if len(lead) != 1:
+      raise ValueError(f"features must be (segments, dim) per modality; got leading shape {lead}")
+    feats = {m: (np.asarray(features[m], np.float32) - self.norm_mean[m]) / self.norm_std[m]
+             for m in self.modalities}
+    raw = np.asarray(_predict_fn(self.metadata["build"]["model"], self.module)(
+        self.params, feats, np.ones(lead, bool)))
+    return 1.0 / (1.0 + np.exp(-raw)) if self.task == "binary" else raw
+
+
+@functools.lru_cache(maxsize=32)
+def _predict_fn(kind: str, module):
+  import jax  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine  # pylint: disable=g-import-not-at-top
+  spec = engine.get_model_spec(kind)
+  return jax.jit(lambda p, f, v: spec.predict_group(module, p, f, v))
+
+
+def _load_one(directory: str) -> ExportedModel:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine  # pylint: disable=g-import-not-at-top
+  spec_path = os.path.join(directory, "model.json")
+  try:
+    with open(spec_path) as f:
+      spec = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ExportError(f"{spec_path}: cannot read an exported model ({e})") from None
+  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+    raise ExportError(f"{spec_path}: not an aan_jax exported model (format {FORMAT!r})")
+  build = dict(spec.get("build", {}))
+  kind = build.get("model")
+  if kind not in engine.MODELS:
+    raise ExportError(f"{spec_path}: unknown model kind {kind!r}")
+  defaults = {"ffn": "auto", "window": 5, "norm_first": True, "feature_dropout": 0.1,
+              "dropout": 0.1, "d_model": 8, "num_heads": 2, "num_layers": 6}
+  cfg = ml_collections.ConfigDict({**defaults, **build, "encoder_impl": "xla"})
+  module = engine.get_model_spec(kind).build(cfg)
+  try:
+    with np.load(os.path.join(directory, "params.npz"), allow_pickle=False) as z:
+      flat = {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise ExportError(f"{os.path.join(directory, 'params.npz')}: cannot read ({e})") from None
+  tree = _unflatten(flat)
+  mods = tuple(spec["modalities"])
+  return ExportedModel(
+      name=spec.get("name", os.path.basename(directory)), target=spec["target"],
+      task=spec.get("task", "regression"), fold=spec.get("fold", ""), modalities=mods,
+      segmentation=spec.get("segmentation", "fixed:5"), metadata=spec, module=module,
+      params=jax.tree.map(jnp.asarray, tree["params"]),
+      norm_mean=tree.get("norm_mean", {}), norm_std=tree.get("norm_std", {}))
+
+
+def load_models(path: str | os.PathLike) -> list[ExportedModel]:
+  """Every model under `path`: a workdir, its models/ folder, or one model's folder."""
+  path = os.fspath(path)
+  if os.path.isfile(os.path.join(path, "model.json")):
+    return [_load_one(path)]
+  root = path if os.path.isfile(os.path.join(path, "index.json")) else os.path.join(path, "models")
+  index = os.path.join(root, "index.json")
+  if not os.path.isfile(index):
+    raise ExportError(f"{path}: no exported models (no models/index.json or model.json); "
+                      "train with a launcher first (it writes workdir/models/)")
+  try:
+    with open(index) as f:
+      entries = json.load(f)["models"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{index}: cannot read the model index ({e})") from None
+  out = []
+  for e in entries:
+    sub = os.path.abspath(os.path.join(root, str(e["path"])))
+    if os.path.commonpath([sub, os.path.abspath(root)]) != os.path.abspath(root):
+      raise ExportError(f"{index}: model path {e['path']!r} leaves the models folder")
+    out.append(_load_one(sub))
+  return out
