@@ -87,12 +87,12 @@ def to_csv(curves: Sequence[Curve], random_features: Sequence[str] = ()) -> str:
 def curves_json(curves: Sequence[Curve]) -> list[dict]:
   out = []
   for c in curves:
+    # Values at full precision: the JSON holds exactly what the models returned.
     d = {"source": c.source, "target": c.target, "task": c.task, "segmentation": c.segmentation,
-         "start_s": np.round(c.start_s, 3).tolist(), "end_s": np.round(c.end_s, 3).tolist(),
-         "mean": np.round(c.mean, 6).tolist(), "folds": c.fold_names}
+         "start_s": c.start_s.tolist(), "end_s": c.end_s.tolist(),
+         "mean": c.mean.tolist(), "folds": c.fold_names}
     if c.has_band:
-      d.update(low=np.round(c.low, 6).tolist(), high=np.round(c.high, 6).tolist(),
-               std=np.round(c.std, 6).tolist(),
+      d.update(low=c.low.tolist(), high=c.high.tolist(), std=c.std.tolist(),
                band="min and max over the fold models; the curve is their mean")
     out.append(d)
   return out

@@ -14,6 +14,7 @@ Pure numpy/JAX: no torch, no I/O except reading the models a source names.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -64,11 +65,16 @@ class ReleasedModel:
   variables: Any = dataclasses.field(repr=False, default=None)
 
   def predict(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-    import jax  # pylint: disable=g-import-not-at-top
-    if not hasattr(self, "_apply"):
-      self._apply = jax.jit(lambda v, f: self.module.apply(v, f, deterministic=True))
     feats = {m: np.asarray(features[m], np.float32) for m in self.modalities}
-    return np.asarray(self._apply(self.variables, feats), np.float64)
+    return np.asarray(_jitted_apply(self.module)(self.variables, feats), np.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_apply(module):
+  """One compiled forward per architecture (modules are hashable): a model pair of one
+  variant, or a re-run in the same process, does not compile again."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.jit(functools.partial(module.apply, deterministic=True))
 
 
 @dataclasses.dataclass
