@@ -65,6 +65,9 @@ class ReleasedModel:
   variables: Any = dataclasses.field(repr=False, default=None)
 
   def predict(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    # Not padded to a few fixed lengths (which would save a compile per film): XLA's CPU
+    # matmuls round differently with the batch size, and these outputs are meant to be
+    # bit for bit those of the Flax model on the film's segments.
     feats = {m: np.asarray(features[m], np.float32) for m in self.modalities}
     return np.asarray(_jitted_apply(self.module)(self.variables, feats), np.float64)
 
