@@ -161,7 +161,7 @@ def to_html(curves: Sequence[Curve], events: list, face_events: list, metadata: 
           "colours": {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(sources)},
           "randomWeights": metadata.get("random_weights", [])}
   warn = warning_line(metadata.get("random_weights", []))
-  video = (f'<video id="video" controls preload="metadata" src="{html.escape(video_src)}">'
+  video = (f'<video id="video" controls preload="auto" src="{html.escape(video_src)}">'
            "</video>" if video_src else '<div id="novideo">video left out (--no-video)</div>')
   return _PAGE.format(
       title=html.escape(title), warn=(f'<div class="warn">{html.escape(warn)}</div>'
@@ -192,6 +192,8 @@ video {{ width: 560px; max-width: 60vw; background: #000; }}
 #tip {{ position: fixed; pointer-events: none; background: rgba(255,255,255,.95); border: 1px solid #999;
   padding: 4px 6px; font-size: 12px; display: none; white-space: pre; }}
 details {{ font-size: 12px; margin-top: 10px; }}
+#legend {{ font-size: 13px; margin-top: 10px; display: flex; gap: 18px; flex-wrap: wrap; }}
+.swatch {{ display: inline-block; width: 14px; height: 4px; margin-right: 6px; vertical-align: middle; }}
 </style></head>
 <body>
 <h1>{title}</h1>
@@ -199,6 +201,7 @@ details {{ font-size: 12px; margin-top: 10px; }}
 <div class="top">{video}
 <div class="lists"><h2>Notable moments</h2><ul id="events"></ul>
 <h2>Faces</h2><ul id="faces"></ul></div></div>
+<div id="legend"></div>
 <div id="plots"></div>
 <div id="tip"></div>
 <details><summary>How this was made</summary><pre>{meta}</pre></details>
@@ -229,6 +232,16 @@ function seek(t) {{ if (video) {{ video.currentTime = t; }} setCursor(t); }}
 const cursors = [];
 function setCursor(t) {{ for (const c of cursors) {{ c.setAttribute("x1", X(t)); c.setAttribute("x2", X(t)); }} }}
 const targets = [...new Set(D.curves.map(c => c.target))];
+const legend = document.getElementById("legend");
+for (const src of Object.keys(D.colours)) {{
+  const c = D.curves.find(c => c.source === src);
+  const item = document.createElement("span");
+  const sw = document.createElement("span"); sw.className = "swatch"; sw.style.background = D.colours[src];
+  item.appendChild(sw);
+  item.appendChild(document.createTextNode(src + (c && c.low ? " (mean of " + c.folds.length +
+    " fold models; band: lowest to highest fold)" : c ? " (" + c.folds.length + " model per target)" : "")));
+  legend.appendChild(item);
+}}
 const tip = document.getElementById("tip");
 for (const target of targets) {{
   const cs = D.curves.filter(c => c.target === target);
@@ -300,6 +313,13 @@ function fill(id, list, text) {{
 }}
 fill("events", D.events, ev => ev.class.replace("_", " ") + " (" + ev.object.source + "): " + ev.object.evidence);
 fill("faces", D.faceEvents, ev => ev.class + (ev.object && ev.object.score != null ? " (face " + ev.object.id + ", score " + Number(ev.object.score).toFixed(2) + ")" : ""));
+// A link to a moment: report.html#t=83 opens the video there.
+const start = /t=([0-9.]+)/.exec(location.hash);
+if (start) {{
+  const t = Math.min(tMax, parseFloat(start[1]));
+  setCursor(t);
+  if (video) video.addEventListener("loadedmetadata", () => {{ video.currentTime = t; }}, {{once: true}});
+}}
 if (video) {{
   const follow = () => {{ setCursor(video.currentTime); if (!video.paused) requestAnimationFrame(follow); }};
   video.addEventListener("timeupdate", () => setCursor(video.currentTime));
