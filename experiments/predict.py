@@ -258,6 +258,14 @@ def main(argv=None) -> int:
       needs[seg] = [f for f in FEATURES if f in need]
   for seg in needs:
     media.parse_segmentation(seg)
+  if videos:  # a feature the models need but the extractor cannot compute: say so up front
+    from extract import weights as weights_lib  # pylint: disable=g-import-not-at-top
+    for f in sorted({f for n in needs.values() for f in n} - set(available), key=FEATURES.index):
+      try:
+        weights_lib.resolve(f)
+      except WeightsNotFound as e:
+        print(f"predict: the models need {f}: {e}", file=sys.stderr)
+        return 2
   device = args.device
   if videos and device is None:
     import torch  # pylint: disable=g-import-not-at-top

@@ -152,6 +152,13 @@ def test_cli_names_missing_weights(reference_dir, tmp_path, monkeypatch, capsys)
   err = capsys.readouterr().err
   assert "resnet50, flownet, vggish cannot be computed" in err
   assert not (tmp_path / "o").exists()
+  # A workdir whose models read vggish: refused up front with the extractor's own message.
+  wd = write_workdir(tmp_path / "wd", [{"name": "a", "target": "arousal", "fold": "A", "seed": 0}])
+  assert cli.main([str(video), "--models", wd, "--out", str(tmp_path / "o"),
+                   "--no-progress"]) == 2
+  err = capsys.readouterr().err
+  assert "the models need vggish: pretrained vggish weights not found" in err
+  assert "vggish-10086976.pth" in err
 
 
 # ---- Workdir models: the fold band --------------------------------------------------------------
