@@ -8,7 +8,8 @@
 A model is anything with the fields of an exported model (`name`, `target`, `task`, `fold`,
 `modalities`, `segmentation`, `metadata`) and `predict(features) -> (segments,)`: the
 engine's `aan_jax.export.ExportedModel`, or `ReleasedModel` for the authors' checkpoints.
-Pure numpy/JAX: no torch, no I/O except reading the models a source names.
+Pure numpy/JAX, no torch; the only files read are the models a source names and a faces
+events file.
 """
 
 from __future__ import annotations
@@ -437,10 +438,12 @@ def load_face_events(path: str | os.PathLike) -> list[dict]:
   """
   import json  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
+  def no_constant(name):  # NaN / Infinity are not JSON, and the report could not hold them
+    raise ValueError(f"holds {name}")
   try:
     with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      data = json.load(f, parse_constant=no_constant)
+  except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
     raise ValueError(f"{path}: not a readable events file ({e})") from None
   if not isinstance(data, list):
     raise ValueError(f"{path}: expected a JSON list of events, got {type(data).__name__}")

@@ -286,7 +286,8 @@ def test_face_events_are_validated(tmp_path):
       {"type": "emotion", "class": "happy", "seconds": 2, "object": {"id": 0, "box": [0, 0, 4, 4],
                                                                     "score": 0.9}}]))
   assert [e["class"] for e in predict.load_face_events(good)] == ["happy", "sad"]
-  for text in ("{", '{"a": 1}', '[{"class": "x", "seconds": "soon"}]', '[{"seconds": 1}]'):
+  for text in ("{", '{"a": 1}', '[{"class": "x", "seconds": "soon"}]', '[{"seconds": 1}]',
+               '[{"class": "x", "seconds": 1, "object": {"score": NaN}}]'):
     bad = tmp_path / "b.events.json"
     bad.write_text(text)
     with pytest.raises(ValueError, match=re.escape(str(bad))):
