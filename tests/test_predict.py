@@ -309,19 +309,22 @@ def test_csv_with_two_segmentations():
 # ---- A generated video through the whole command -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def video_run(reference_dir, tmp_path_factory):
-  """The CLI on a generated 10-s video and a corrupt file (random weights, audio models)."""
+def video_run(tmp_path_factory):
+  """The CLI on a generated 10-s video and a corrupt file (random weights, audio models of a
+  workdir: needs neither the authors' files nor pretrained weights)."""
   from experiments import predict as cli
   d = tmp_path_factory.mktemp("predict")
+  wd = write_workdir(d / "wd", [
+      {"name": f"{t}_{f}", "target": t, "fold": f, "seed": i + 10 * (t == "valence")}
+      for t in ("arousal", "valence") for i, f in enumerate(("A", "B"))])
   _write_video(d / "clip.mp4", seconds=10.0, width=96, height=64)
   (d / "broken.mp4").write_bytes(np.random.RandomState(1).bytes(5000))
   (d / "clip.events.json").write_text(json.dumps([
       {"type": "emotion", "class": "happy", "seconds": 3.0,
        "object": {"id": 0, "box": [10, 10, 40, 40], "score": 0.97}}]))
   out = d / "out"
-  rc = cli.main([str(d / "clip.mp4"), str(d / "broken.mp4"), "--models",
-                 f"released-audio:{reference_dir}", "--out", str(out), "--weights", "random",
-                 "--no-progress"])
+  rc = cli.main([str(d / "clip.mp4"), str(d / "broken.mp4"), "--models", wd, "--out", str(out),
+                 "--weights", "random", "--no-progress"])
   return d, out, rc
 
 
@@ -330,7 +333,8 @@ def test_video_outputs_and_a_bad_file(video_run, capsys):
   assert rc == 1  # broken.mp4 failed, clip.mp4 did not
   assert not (out / "broken.csv").exists()
   header, rows = _read_csv(out / "clip.csv")
-  assert header == ["start_s", "end_s", "arousal", "valence"] and len(rows) == 2
+  assert header == ["start_s", "end_s", "arousal", "arousal_low", "arousal_high", "valence",
+                    "valence_low", "valence_high"] and len(rows) == 2
   assert (out / "clip.csv").read_text().startswith("# RANDOM weights for vggish")
   doc = json.loads((out / "clip.json").read_text())
   assert doc["metadata"]["random_weights"] == ["vggish"]
@@ -387,5 +391,6 @@ def test_report_in_headless_chromium(video_run, tmp_path):
   assert "data-errors" not in dom
   curves = re.findall(r'<polyline points="([^"]+)"[^>]*class="curve"', dom)
   assert len(curves) == 2 and all(len(p.split()) == 2 for p in curves)  # 2 segments each
+  assert dom.count('class="band"') == 2  # the fold band of each target
   assert dom.count('class="cursor"') == 2 and dom.count('class="face-marker"') == 2
   assert "happy" in dom and "arousal peak" in dom
