@@ -10,7 +10,6 @@ import os
 import tempfile
 from typing import Sequence
 
-import numpy as np
 
 from aan_jax.predict import Curve
 
@@ -19,7 +18,7 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def _atomic_write(path: str, data: bytes | str) -> None:
+def write_file(path: str, data: bytes | str) -> None:
   """A temp file in the same folder, then os.replace: no half-written output."""
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
@@ -144,7 +143,7 @@ def to_png(curves: Sequence[Curve], events: list, title: str, path: str,
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=90)
   plt.close(fig)
-  _atomic_write(path, buf.getvalue())
+  write_file(path, buf.getvalue())
 
 
 def _script_json(x) -> str:

@@ -18,7 +18,6 @@ import pathlib
 import re
 import sys
 
-import numpy as np
 
 from aan_jax import film_report, predict
 from aan_jax.features import FEATURES
@@ -143,7 +142,7 @@ def _versions() -> dict:
 
 
 def predict_one(inp: str, sources: list, needs: dict, args, weights: dict, cache: pathlib.Path,
-                device: str, bar_factory, log) -> dict:
+                device: str, bar_factory) -> dict:
   """Features -> curves -> the four outputs for one input; returns a summary."""
   from extract import core  # pylint: disable=g-import-not-at-top
   stem = pathlib.Path(inp).stem
@@ -205,15 +204,15 @@ def predict_one(inp: str, sources: list, needs: dict, args, weights: dict, cache
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   title = f"{stem}: " + ", ".join(s.name for s in sources)
-  film_report._atomic_write(str(out / f"{stem}.csv"), film_report.to_csv(curves, random))
-  film_report._atomic_write(str(out / f"{stem}.json"),
+  film_report.write_file(str(out / f"{stem}.csv"), film_report.to_csv(curves, random))
+  film_report.write_file(str(out / f"{stem}.json"),
                             film_report.to_json(curves, events, face_events, metadata))
   film_report.to_png(curves, events, title, str(out / f"{stem}.png"), random)
   video_src = None
   if video and not args.no_video:
     video_src = pathlib.Path(os.path.relpath(os.path.abspath(video), os.path.abspath(out))
                              ).as_posix()
-  film_report._atomic_write(str(out / f"{stem}.html"), film_report.to_html(
+  film_report.write_file(str(out / f"{stem}.html"), film_report.to_html(
       curves, events, face_events, metadata, title, video_src))
   return {"segments": {seg: int(len(d["start_s"])) for seg, d in feats_by_seg.items()},
           "decoded": decoded, "random": random, "events": len(events),
@@ -289,7 +288,7 @@ def main(argv=None) -> int:
       stems[stem] = inp
       s = predict_one(inp, sources, needs, args, weights, cache, device,
                       lambda d: tqdm(desc=d, unit="seg", position=1, leave=False,
-                                     disable=quiet), overall.write)
+                                     disable=quiet))
       notes = [f"{n} segments ({seg})" for seg, n in s["segments"].items()]
       notes.append("features extracted" if s["decoded"] else "features from the cache/npz")
       notes.append(f"{s['events']} events" + (f", {s['faces']} face events" if s["faces"] else ""))

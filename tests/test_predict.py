@@ -11,13 +11,11 @@ import pathlib
 import re
 import shutil
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-import aan_jax
 from aan_jax import film_report, predict
 from aan_jax.features import FEATURE_DIMS, FEATURES
 
