@@ -281,6 +281,7 @@ class Result:
   num_devices: int
   batch_sizes: dict
   config: dict
+  encoder_impl: str = "xla"     # the encoder the programs ran ("xla" or "cpu_kernel")
 
 
 def _transform(task: str, raw: np.ndarray) -> np.ndarray:
@@ -317,13 +318,14 @@ def train(corpus: Corpus, config, workdir: str | None = None,
   val_loss = np.full((r_total, e), np.nan, np.float32)
   norm = {"mean": {}, "std": {}}
   pos_weight = np.ones(r_total, np.float32)
-  params_parts, devices = [], 1
+  params_parts, devices, impl = [], 1, "xla"
   for size, rows in sorted(by_size.items()):
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
       cfg.batch_size = size
     engine = eng.Engine(corpus, cfg, targets, runs.select(rows), mode)
     devices = engine.num_devices
+    impl = engine.plan.config.get("_encoder_impl", "xla")
     compiling = engine.precompile()
     state = engine.init_state()
     for f in compiling:  # before the first call, so that nothing is compiled twice
@@ -383,7 +385,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
       norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
       train_loss=train_loss, val_loss=val_loss, early_stopping=mode,
       seconds=time.time() - t0, num_devices=devices,
-      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict())
+      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl)
 
 
 def _set_rows(full, rows, part):
