@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Engine defaults: the paper's Feature AAN settings; launchers set their corpus."""
   c = ml_collections.ConfigDict()
   c.dataset = "synthetic"       # cognimuse | eimt16_global | liris_accede_continuous | synthetic
+  c.preset = ""                 # whose paper settings fill unset values ("" = dataset's)
   c.tfds_config = ""            # the builder config ("" = the launcher's default)
   c.data_dir = ""               # TFDS data_dir; "" = TFDS default (~/tensorflow_datasets)
   c.protocol = "leave_one_out"  # leave_one_out | fixed_split | official | dev_loo
@@ -138,7 +139,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   EIMT16's learning rate is 0.01 for every model), then the synthetic demo's epochs."""
   config = config.copy_and_resolve_references()
   preset = dict(MODEL_PRESETS.get(config.model, {}))
-  preset.update(DATASET_PRESETS.get(config.dataset, {}))
+  preset.update(DATASET_PRESETS.get(config.get("preset") or config.dataset, {}))
   if config.dataset == "synthetic":
     preset.update(num_epochs=config.synthetic.num_epochs, patience=config.synthetic.patience)
   defaults = get_config()
