@@ -181,7 +181,8 @@ class LazyTensor:
 
   def __init__(self, storage: _Storage, offset, size, stride):
     self.storage = storage
-    self.size, self.stride, self.offset = check_strided(size, stride, offset, storage.numel)
+    self.size, self.stride, self.offset = check_strided(
+        size, stride, offset, storage.numel, f"a tensor on storage {storage.key}")
 
   def __setstate__(self, state):
     raise UnsafeCheckpointError("the pickle tries to change a tensor's attributes")
@@ -223,6 +224,8 @@ _ALLOWED = {
     # Old modules pickled their THNN backend through this factory; nothing is needed.
     ("torch.nn.backends.thnn", "_get_thnn_function_backend"): lambda *a: None,
     ("torch", "Size"): tuple,
+    # Modules saved by current torch keep a set of non-persistent buffer names.
+    ("builtins", "set"): set,
 }
 # Names that are harmless to construct from the pickle (plain data).
 _ALLOWED.update({("torch", k): k for k in _STORAGE_DTYPES})
@@ -301,10 +304,16 @@ def _scan(f, what: str) -> None:
   """Walks one pickle's opcodes (reading, running nothing) and rewinds; refuses a few."""
   start = f.tell()
   try:
-    for op, _, _ in pickletools.genops(f):
+    for n, (op, arg, _) in enumerate(pickletools.genops(f)):
       if op.name in _REFUSED_OPCODES:
         raise UnsafeCheckpointError(f"{what} uses the pickle opcode {op.name}, which no "
                                     "torch checkpoint holds")
+      # The C unpickler grows its memo table to the index it is given: a pickler numbers
+      # entries from 0, so an index past the opcodes read so far is a memory bomb.
+      if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not (
+          isinstance(arg, int) and 0 <= arg <= n):
+        raise CheckpointError(f"{what} stores to memo slot {_short.repr(arg)} after {n} "
+                              "opcodes: file corrupt")
   except ValueError as e:  # genops says "truncated" or "unknown opcode" this way
     if isinstance(e, CheckpointError):
       raise
@@ -371,8 +380,10 @@ def _load_legacy(data: bytes, max_bytes: int) -> tuple[Any, dict]:
   return obj, storages
 
 
-def _load_zip(path, max_bytes: int) -> tuple[Any, dict]:
-  with zipfile.ZipFile(path) as zf:
+def _load_zip(data: bytes, max_bytes: int) -> tuple[Any, dict]:
+  # Parsed from memory: a damaged header then cannot make zipfile seek or preallocate
+  # a read of the size it declares.
+  with zipfile.ZipFile(io.BytesIO(data)) as zf:
     infos = {i.filename: i for i in zf.infolist()}
     pkl = [n for n in infos if n.endswith("data.pkl")]
     if not pkl:
@@ -412,27 +423,27 @@ def load(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
   tensors declare more than `max_bytes` of data is refused before any is read.
   """
   path = os.fspath(path)
+  # OSErrors from here (no such file, a directory, no permission) are the caller's to report.
+  with open(path, "rb") as f:
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes + _MAX_PICKLE_BYTES:
+      raise CheckpointError(f"{path}: {size / 2**30:.2f} GiB, above the cap of "
+                            f"{max_bytes / 2**30:.2f} GiB of tensor data (pass max_bytes=)")
+    data = f.read()
   try:
-    with open(path, "rb") as f:
-      head = f.read(4)
-    if zipfile.is_zipfile(path):
-      obj, storages = _load_zip(path, max_bytes)
-    elif head.startswith(b"PK"):
-      raise CheckpointError("a zip checkpoint (torch >= 1.6) whose zip directory is missing "
-                            "or damaged: file truncated?")
+    if data.startswith(b"PK"):
+      if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise CheckpointError("a zip checkpoint (torch >= 1.6) whose zip directory is "
+                              "missing or damaged: file truncated?")
+      obj, storages = _load_zip(data, max_bytes)
     else:
-      size = os.path.getsize(path)
-      if size > max_bytes + _MAX_PICKLE_BYTES:
-        raise CheckpointError(f"{size / 2**30:.2f} GiB, above the cap of "
-                              f"{max_bytes / 2**30:.2f} GiB of tensor data (pass max_bytes=)")
-      with open(path, "rb") as f:
-        obj, storages = _load_legacy(f.read(), max_bytes)
+      obj, storages = _load_legacy(data, max_bytes)
     copies = _Copies(sum(st.nbytes for st in storages.values()))
     return _materialise(obj, copies, {})
   except CheckpointError as e:
     raise type(e)(f"{path}: {e}") from None
-  except (OSError, MemoryError):
-    raise  # the file could not be read (FileNotFoundError, ...), or a real shortage
+  except MemoryError:
+    raise  # a real shortage on this machine: the caps keep hostile files far below one
   except RecursionError:
     raise CheckpointError(f"{path}: its objects are nested too deeply") from None
   except Exception as e:  # pylint: disable=broad-except
