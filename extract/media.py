@@ -33,6 +33,12 @@ _RESIZE_BACKLOG = 4 * RESIZE_THREADS
 _local = threading.local()
 
 
+# FFmpeg's names of the containers whose declared duration and frame count are read from an
+# index or header, not estimated.
+_INDEXED_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "asf", "ogg",
+                    "wav", "nut"}
+
+
 class MediaError(ValueError):
   """A file that cannot be decoded or segmented; the message names the file and the reason."""
 
@@ -129,6 +135,30 @@ class MediaInfo:
   video_duration_s: float = 0.0
   audio_duration_s: float = 0.0
   start_s: float = 0.0  # presentation time of the first video frame: t=0 of every segment
+  # What the container's header or index declares (0: nothing trustworthy declared), and
+  # where the last packet actually found ends, in the file's own clock.
+  declared_end_s: float = 0.0
+  declared_frames: int = 0
+  found_end_s: float = 0.0
+  max_frame_interval_s: float = 0.0
+
+  def shortfall(self) -> dict | None:
+    """What is missing when the file holds less than its container declares (a cut download).
+
+    Tolerance: 0.5 s, 0.2% of the duration, or one frame interval (a variable-rate file's
+    last frame), whichever is largest; frames: 2 or 0.2%.
+    """
+    missing_s = self.declared_end_s - self.found_end_s if self.declared_end_s else 0.0
+    tol_s = max(0.5, 0.002 * self.declared_end_s, self.max_frame_interval_s + 0.05)
+    found_frames = int(len(self.frame_times))
+    missing_frames = self.declared_frames - found_frames if self.declared_frames else 0
+    if missing_s <= tol_s and missing_frames <= max(2, 0.002 * self.declared_frames):
+      return None
+    return {"declared_end_s": round(self.declared_end_s, 4),
+            "found_end_s": round(self.found_end_s, 4),
+            "missing_s": round(max(missing_s, 0.0), 4),
+            "declared_frames": self.declared_frames or None,
+            "found_frames": found_frames if self.has_video else None}
 
   @property
   def duration_s(self) -> float:
@@ -183,6 +213,14 @@ def probe(path: str) -> MediaInfo:
       raise MediaError(f"{path}: corrupt or truncated ({_reason(e)})") from None
     info = MediaInfo(str(path), vs is not None, as_ is not None, np.zeros(0), np.zeros(0, np.int64),
                      audio_duration_s=audio_end)
+    # A container with an index or header (mp4's moov, Matroska's segment info, AVI's
+    # header) declares its length even when the bytes after some point are missing, as
+    # in a download cut short. Raw streams only have a duration guessed from the bitrate.
+    if c.duration and (c.format.name or "") in _INDEXED_FORMATS:
+      info.declared_end_s = float((c.start_time or 0) + c.duration) / 1e6
+    if vs is not None and vs.frames and (c.format.name or "") in _INDEXED_FORMATS:
+      info.declared_frames = int(vs.frames)
+    info.found_end_s = audio_end
     if vs is not None:
       if not pts:
         raise MediaError(f"{path}: its video stream holds no frame (corrupt or truncated)")
@@ -196,6 +234,8 @@ def probe(path: str) -> MediaInfo:
       info.width, info.height = vs.codec_context.width, vs.codec_context.height
       info.video_duration_s = float(times[-1] - times[0] + last)
       info.fps = len(times) / info.video_duration_s
+      info.found_end_s = max(info.found_end_s, float(times[-1] + last))
+      info.max_frame_interval_s = float(d.max()) if len(d) else 0.0
     return info
 
 
