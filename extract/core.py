@@ -133,7 +133,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   extractors = {f: _make(f, wmodes[f], device) for f in features if f not in nan_features}
   out = {f: np.full((n, FEATURE_DIMS[f]), np.nan, np.float32) for f in features}
   dec = media.Decoder(path, info, plan, video=bool(video_feats),
-                      audio=bool(audio_feats) and not nan_features)
+                      audio=bool(audio_feats) and not nan_features,
+                      tolerate_errors=bool(truncated))
   done = 0
 
   def flush(batch):
@@ -201,7 +202,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
                       else extractors[f].weights_info) for f in features},
       "nan_features": nan_features,
       # None, or what a file cut short lacks (extracted with allow_truncated).
-      "truncated": truncated,
+      "truncated": ({**truncated, "decoding_stopped": dec.stopped_early} if truncated
+                    else None),
       "options": options_key(seg.spec, features, wmodes, missing_audio),
       "preprocessing": {"crop": media.CROP, "resize_short": media.RESIZE_SHORT,
                         "audio_rate": media.AUDIO_RATE},

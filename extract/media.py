@@ -262,8 +262,13 @@ class Decoder:
   """Decodes a file once: yields each segment's frames as soon as it is complete, keeps the audio."""
 
   def __init__(self, path: str, info: MediaInfo, plan: SegmentPlan, *, video: bool, audio: bool,
-               crop: int = CROP, resize_short: int = RESIZE_SHORT):
+               crop: int = CROP, resize_short: int = RESIZE_SHORT,
+               tolerate_errors: bool = False):
     self.path, self.info, self.plan = str(path), info, plan
+    # A file known to be cut short: its last packet is usually partial. An error then
+    # ends the decoding (recorded in stopped_early) instead of failing the file.
+    self.tolerate_errors = tolerate_errors
+    self.stopped_early: str | None = None
     self.want_video, self.want_audio = video and info.has_video, audio and info.has_audio
     self.crop, self.resize_short = crop, resize_short
     self.audio: np.ndarray | None = None  # float32 mono at AUDIO_RATE, t=0 at the first frame
@@ -353,10 +358,13 @@ class Decoder:
       if not streams:
         return
       try:
-        for packet in c.demux(*streams):
+        for packet in self._packets(c, streams):
           if stop.is_set():
             return
-          for frame in packet.decode():
+          decoded = self._decode_packet(packet)
+          if decoded is None:
+            break
+          for frame in decoded:
             if packet.stream is as_:
               if offset is None:  # align the audio with the first video frame
                 offset = int(round(((frame.time or 0.0) - t0) * AUDIO_RATE))
@@ -396,6 +404,31 @@ class Decoder:
       offset = offset or 0
       self.audio = (np.concatenate([np.zeros(offset, np.float32), audio]) if offset > 0
                     else audio[-offset:])
+
+  def _decode_packet(self, packet) -> list | None:
+    """The packet's frames; with tolerate_errors, None at a decode error (the end, then)."""
+    try:
+      return packet.decode()
+    except av.error.FFmpegError as e:
+      if not self.tolerate_errors:
+        raise
+      self.stopped_early = _reason(e)
+      return None
+
+  def _packets(self, c, streams) -> Iterator:
+    """Demuxes; with tolerate_errors, a read or decode error ends the stream instead."""
+    demux = c.demux(*streams)
+    while True:
+      try:
+        packet = next(demux)
+      except StopIteration:
+        return
+      except av.error.FFmpegError as e:
+        if not self.tolerate_errors:
+          raise
+        self.stopped_early = _reason(e)
+        return
+      yield packet
 
   def _take(self, i: int, frames: dict, need: dict) -> np.ndarray:
     idx = self.indices[i]
