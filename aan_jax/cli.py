@@ -3,14 +3,17 @@
 A user who gives a bad file or a bad setting needs one line saying what is wrong, not a
 traceback; a developer asks for the traceback with `--debug` or `AAN_DEBUG=1`. Ctrl-C says
 what was kept and how to resume (the running command keeps that up to date with
-`on_interrupt`).
+`on_interrupt`). `tfds build` runs our builders inside its own command, which prints a
+traceback for any error: `tfds_user_errors` turns ours into one line and exit status 1 there
+(and only there; the Python API still raises).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 
 class UserError(Exception):
@@ -66,3 +69,38 @@ def run(main: Callable[[], int | None], *, debug: bool | None = None) -> int:
       msg = f"{e.filename}: {e.strerror}"  # "[Errno 2] ..." says nothing a user needs
     print(f"error: {_one_line(msg)}", file=sys.stderr)
     return 1
+
+
+def under_tfds_build() -> bool:
+  """True inside the `tfds build` command (whose own error handling shows tracebacks)."""
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return (os.path.basename(sys.argv[0] if sys.argv else "") == "tfds"
+          or (spec is not None and spec.name.startswith("tensorflow_datasets.scripts.cli")))
+
+
+@contextlib.contextmanager
+def tfds_user_errors() -> Iterator[None]:
+  """Under `tfds build`: a user error prints `error: ...` and exits 1; elsewhere, it raises."""
+  try:
+    yield
+  except _user_errors() as e:
+    if not under_tfds_build() or _debug_requested(None):
+      raise
+    print(f"error: {_one_line(str(e))}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+def tfds_user_errors_in(examples: Iterable) -> Iterator:
+  """`examples`, iterated inside `tfds_user_errors` (for a builder's _generate_examples)."""
+  with tfds_user_errors():
+    yield from examples
+
+
+def tfds_config_requested() -> bool:
+  """Whether `tfds build` was told which config to build (else it builds every config)."""
+  args = sys.argv[1:]
+  # `--config=x`, `--config_idx=1`, or a positional `name/config` (not a builder folder).
+  # In doubt (an argument naming a path that does not exist), say yes: nothing is skipped.
+  return any(a.startswith("--config") for a in args) or any(
+      "/" in a and not a.startswith("-") and not os.path.exists(a) for a in args)
