@@ -221,3 +221,33 @@ def test_fuzz_never_crashes_or_overallocates(tmp_path):
   assert int(counts["iterations"]) == n and int(counts["failures"]) == 0, r.stdout[-3000:]
   # The mutations reach both outcomes: loads (a harmless change) and refusals.
   assert int(counts["loaded"]) > n // 20 and int(counts["refused"]) > n // 2, summary
+
+
+def test_convert_cli_refuses_before_reading(tmp_path, capsys, monkeypatch):
+  """Bad destinations and settings are one line, exit 1, and nothing is read or written."""
+  monkeypatch.delenv("AAN_DEBUG", raising=False)
+  monkeypatch.setattr(sys, "argv", ["python -m aan_jax.convert"])
+  good = zip_checkpoint(tmp_path / "m.pth", {"w": Tensor("0", 4, (4,), (1,))})
+  read = []
+  monkeypatch.setattr(torch_pickle, "load", lambda *a, **k: read.append(a) or {})
+  busy = tmp_path / "busy"
+  busy.mkdir()
+  (busy / "keep.txt").write_text("x")
+  cases = [
+      ([str(good), str(busy)], f"error: {busy} exists and is not an empty directory; choose a "
+                               "new one (nothing was written)"),
+      ([str(good), str(tmp_path / "no" / "out")],
+       f"error: {tmp_path / 'no' / 'out'}: its parent folder {tmp_path / 'no'} does not exist"),
+      ([str(good), str(tmp_path / "o"), "--num-heads", "0"],
+       "error: --num-heads 0: must be a positive integer"),
+      ([str(tmp_path), str(tmp_path / "o")], f"error: {tmp_path} is a directory; give the .pth "
+                                             "file"),
+  ]
+  for argv, line in cases:
+    assert convert.main(argv) == 1, argv
+    assert capsys.readouterr().err.splitlines() == [line]
+  assert not read and (busy / "keep.txt").read_text() == "x" and not (tmp_path / "o").exists()
+  monkeypatch.undo()
+  assert convert.main([str(tmp_path / "missing.pth"), str(tmp_path / "o")]) == 1
+  assert capsys.readouterr().err.splitlines() == [
+      f"error: {tmp_path / 'missing.pth'}: No such file or directory"]
