@@ -300,8 +300,13 @@ class _SafeUnpickler(pickle.Unpickler):
     raise UnsafeCheckpointError(f"unexpected persistent id {_short.repr(pid)}")
 
 
-def _scan(f, what: str) -> None:
-  """Walks one pickle's opcodes (reading, running nothing) and rewinds; refuses a few."""
+def scan_pickle(f, what: str) -> None:
+  """Walks one pickle's opcodes in a seekable in-memory file (running nothing) and rewinds.
+
+  Refuses, as CheckpointError, what makes CPython's C unpickler allocate what a few bytes
+  declare: out-of-band buffers and memo slots past the opcodes read so far; and a damaged
+  or truncated pickle. For every reader of untrusted pickles (call it before `load()`).
+  """
   start = f.tell()
   try:
     for n, (op, arg, _) in enumerate(pickletools.genops(f)):
@@ -330,7 +335,7 @@ def _raw_pickle_load(f):
 
     def persistent_load(self, pid):
       raise CheckpointError("the checkpoint header holds a persistent id")
-  _scan(f, "the checkpoint header")
+  scan_pickle(f, "the checkpoint header")
   return _NoGlobals(f).load()
 
 
@@ -352,7 +357,7 @@ def _load_legacy(data: bytes, max_bytes: int) -> tuple[Any, dict]:
   _raw_pickle_load(f)  # protocol version
   _raw_pickle_load(f)  # system info
   storages: dict[str, _Storage] = {}
-  _scan(f, "the checkpoint's object pickle")
+  scan_pickle(f, "the checkpoint's object pickle")
   obj = _SafeUnpickler(f, storages).load()
   keys = _raw_pickle_load(f)
   if not isinstance(keys, list):
@@ -397,7 +402,7 @@ def _load_zip(data: bytes, max_bytes: int) -> tuple[Any, dict]:
       raise CheckpointError(f"{pkl[0]} declares {infos[pkl[0]].file_size} bytes; an object "
                             f"pickle is far smaller (cap {_MAX_PICKLE_BYTES})")
     f = io.BytesIO(zf.read(pkl[0]))
-    _scan(f, pkl[0])
+    scan_pickle(f, pkl[0])
     storages: dict[str, _Storage] = {}
     obj = _SafeUnpickler(f, storages).load()
     _check_total(storages, max_bytes)

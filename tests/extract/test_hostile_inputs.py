@@ -174,3 +174,30 @@ def test_decoder_keeps_the_frames_before_the_cut(films):
   assert [i for i, _ in segs] == list(range(len(plan.start_s))) and len(segs) >= 2
   assert all(f.shape == (25, 224, 224, 3) for _, f in segs)
   assert dec.stopped_early and len(dec.audio) >= (len(segs) - 0.1) * media.AUDIO_RATE
+
+
+def test_weights_pickle_bombs_are_refused_before_unpickling(tmp_path):
+  """A few bytes that would make the C unpickler allocate gigabytes (a memo slot far out,
+  a huge buffer length) are refused by the opcode scan; a good file still loads."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from extract import weights  # pylint: disable=g-import-not-at-top
+  good = tmp_path / "good.pkl"
+  good.write_bytes(pickle.dumps({"params": {"w": np.arange(3.0)}}, protocol=4))
+  assert weights.load_numpy_pickle(good, "i3d")["params"]["w"].tolist() == [0.0, 1.0, 2.0]
+  # LONG_BINPUT 50,000,000: the memo table would be grown (and zeroed) to 800 MB.
+  memo = b"\x80\x02}r" + struct.pack("<I", 50_000_000) + b"."
+  huge = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"."  # BINBYTES8 of 1 TiB
+  for name, data, why in [("memo", memo, "memo slot 50000000"), ("huge", huge, "truncated")]:
+    path = tmp_path / f"{name}.pkl"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+      with pytest.raises(ValueError, match=f"{name}.pkl: not a readable i3d weight file .*{why}"):
+        weights.load_numpy_pickle(path, "i3d")
+      peak = tracemalloc.get_traced_memory()[1]
+    finally:
+      tracemalloc.stop()
+    assert peak < 8 << 20, (name, peak)
