@@ -207,8 +207,10 @@ def _convert(argv) -> int:
     raise cli.UserError(f"{args.out_dir} exists and is not an empty directory; choose a new "
                         "one (nothing was written)")
   parent = os.path.dirname(out_dir)
+  while not os.path.exists(parent):  # missing folders are created: check the first that exists
+    parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
-    raise cli.UserError(f"{args.out_dir}: its parent folder {parent} does not exist")
+    raise cli.UserError(f"{args.out_dir}: {parent} is not a directory")
   if not os.access(parent, os.W_OK | os.X_OK):
     raise cli.UserError(f"{args.out_dir}: cannot write in {parent} (permission denied)")
   if os.path.isdir(args.input):
@@ -228,6 +230,8 @@ def _convert(argv) -> int:
 
 def main(argv=None, *, debug: bool | None = None) -> int:
   """`python -m aan_jax.convert IN.pth OUT_DIR`: 0 done, 1 refused (one line), 2 usage."""
+  if argv is not None and "--debug" in argv:
+    argv, debug = [a for a in argv if a != "--debug"], True
   return cli.run(lambda: _convert(argv), debug=debug)
 
 

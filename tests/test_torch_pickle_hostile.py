@@ -236,8 +236,8 @@ def test_convert_cli_refuses_before_reading(tmp_path, capsys, monkeypatch):
   cases = [
       ([str(good), str(busy)], f"error: {busy} exists and is not an empty directory; choose a "
                                "new one (nothing was written)"),
-      ([str(good), str(tmp_path / "no" / "out")],
-       f"error: {tmp_path / 'no' / 'out'}: its parent folder {tmp_path / 'no'} does not exist"),
+      ([str(good), str(busy / "keep.txt" / "out")],
+       f"error: {busy / 'keep.txt' / 'out'}: {busy / 'keep.txt'} is not a directory"),
       ([str(good), str(tmp_path / "o"), "--num-heads", "0"],
        "error: --num-heads 0: must be a positive integer"),
       ([str(tmp_path), str(tmp_path / "o")], f"error: {tmp_path} is a directory; give the .pth "
