@@ -1,8 +1,10 @@
 """`python -m extract` with files cut short, same-name films, bad --out, directories, Ctrl-C."""
 
 import hashlib
+import importlib.util
 import json
 import os
+import pathlib
 
 import av
 import pytest
@@ -10,7 +12,18 @@ import pytest
 from aan_jax import cli as aan_cli
 from extract import __main__ as cli
 from extract import core
-from tests.extract.conftest import write_video
+
+
+def _conftest():
+  # This folder's conftest (the tiny video writer), by path: the name `conftest` is shared.
+  spec = importlib.util.spec_from_file_location(
+      "extract_tests_conftest", pathlib.Path(__file__).with_name("conftest.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+write_video = _conftest().write_video
 
 # The cheapest feature (no model to build): keeps each extraction well under a second.
 CHEAP = ["--features", "emobase2010", "--segmentation", "fixed:1", "--no-progress",
