@@ -9,7 +9,7 @@ must not import torch. This reader understands both of torch's file layouts:
   raw storages, each an int64 element count and then the little-endian data;
 * zip (torch >= 1.6): `<archive>/data.pkl` plus `<archive>/data/<key>` per storage.
 
-The unpickler admits only a fixed allowlist of globals: `collections.OrderedDict`,
+The unpickler admits only a fixed allowlist of globals: `collections.OrderedDict`, `set`,
 torch's tensor-rebuild functions and storage types (replaced by numpy equivalents here),
 and module classes, which become inert `StateHolder`s that only keep their state. A
 module class is admitted from `torch.nn.modules.*`, `__main__`, or from a module that
@@ -20,8 +20,10 @@ builtins.eval, subprocess.Popen, ...) raises `UnsafeCheckpointError` before it i
 Memory safety, for files made to hurt (the rules of torch's `weights_only` loader, and
 stricter where numpy cannot share storages as torch does):
 
-* the pickle's opcodes are scanned before it is run: out-of-band buffers, whose opcode
-  makes the C unpickler allocate a declared size up front, are refused;
+* the file is read into memory (its size checked first) and each pickle's opcodes are
+  scanned before it is run (`scan_pickle`): what makes the C unpickler allocate a size
+  that a few bytes declare (a memo slot far past the opcodes read, an out-of-band buffer)
+  is refused;
 * every tensor's size, strides and offset are checked against its storage's declared
   element count before anything is viewed (`check_strided`): negative values, more
   than 32 dimensions, sizes past 2**62 and extents outside the storage are refused;
@@ -68,7 +70,7 @@ _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
     "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-    # bfloat16 has no numpy dtype; read its bits and widen in _Storage.array.
+    # bfloat16 has no numpy dtype; read its bits and widen in _Storage.fill.
     "BFloat16Storage": "bfloat16",
 }
 
