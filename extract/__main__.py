@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--segmentation", default="fixed:5",
                  help="fixed:5 | excerpt:64 | subsegments:4x16 | sliding:10:5 (default fixed:5)")
   p.add_argument("--features", default=",".join(FEATURES),
-                 help=f"comma-separated subset of {','.join(FEATURES)} (default: all)")
+                 help=f"comma-separated subset of {','.join(FEATURES)},faces (default: the five)")
   p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
   p.add_argument("--weights", default="pretrained",
                  help="pretrained | random (tests only) | per feature, e.g. "
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--missing-audio", choices=("error", "nan"), default="error",
                  help="a file with no audio stream: fail (default), or write NaN audio features "
                       "and list them in the metadata")
+  p.add_argument("--face-fps", type=float, default=2.0,
+                 help="faces: frames sampled per second for face detection (default 2); "
+                      "writes DIR/<stem>.events.json too")
   p.add_argument("--overwrite", action="store_true", help="redo files that are already done")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.add_argument("--compilation-cache", default="auto", metavar="DIR",
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
     features = canonical_modalities(args.features)
     media.parse_segmentation(args.segmentation)
     weights = core.parse_weights(args.weights, features)
+    if not args.face_fps > 0:
+      raise ValueError(f"--face-fps must be positive; got {args.face_fps}")
   except ValueError as e:
     print(f"extract: {e}", file=sys.stderr)
     return 2
@@ -83,8 +88,11 @@ def main(argv=None) -> int:
         raise media.MediaError(f"{video}: no such file")
       target = out_dir / f"{stem}.npz"
       sha = core.file_sha256(video)
-      options = core.options_key(args.segmentation, features, weights, args.missing_audio)
-      if not args.overwrite and _done(target, sha, options):
+      options = core.options_key(args.segmentation, features, weights, args.missing_audio,
+                                 args.face_fps)
+      events_path = out_dir / f"{stem}.events.json"
+      if (not args.overwrite and _done(target, sha, options)
+          and ("faces" not in features or events_path.is_file())):
         overall.write(f"{video}: already done ({target}), skipped")
         continue
       bar = tqdm(desc=pathlib.Path(video).name, unit="seg", position=1, leave=False,
@@ -97,16 +105,21 @@ def main(argv=None) -> int:
         result = core.extract_file(video, segmentation=args.segmentation, features=features,
                                    device=device, weights=weights,
                                    missing_audio=args.missing_audio, sha256=sha,
-                                   progress=progress)
+                                   progress=progress, face_fps=args.face_fps)
       finally:
         bar.close()
       core.save_npz(result, target)
+      if "events" in result:
+        from extract.faces import save_events
+        save_events(result["events"], events_path)
       meta = json.loads(result["metadata"])
       notes = []
       if meta["dropped_tail_s"]:
         notes.append(f"last {meta['dropped_tail_s']:.2f} s dropped (shorter than a segment)")
       if meta["nan_features"]:
         notes.append(f"no audio stream: {', '.join(meta['nan_features'])} are NaN")
+      if "faces" in meta and not meta["faces"]["faces"]:
+        notes.append("no face found: its events list is empty")
       random = [f for f, w in meta["weights"].items() if w.get("mode") == "random"]
       if random:
         notes.append(f"RANDOM weights for {', '.join(random)} (tests only)")
