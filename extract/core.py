@@ -8,7 +8,6 @@ import os
 import pathlib
 import platform
 import tempfile
-import zipfile
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +20,6 @@ FORMAT_VERSION = 1
 # Frames handed to the video models at once: segments are batched until this many frames.
 FRAMES_PER_BATCH = 256
 # Arrays an .npz may declare (a 2-hour film's five features in 5-s segments: about 35 MB).
-MAX_NPZ_BYTES = 4 << 30
 _EXTRACTORS: dict = {}  # (feature, weights, device) -> extractor, reused across files
 
 
@@ -260,55 +258,7 @@ def save_npz(result: Mapping, path) -> None:
 
 
 def load_npz(path) -> dict:
-  """Reads an extractor .npz and validates it; ValueError names the file and the problem."""
-  path = str(path)
-  try:
-    # The members' declared sizes first: a small file must not inflate to gigabytes.
-    with zipfile.ZipFile(path) as zf:
-      declared = sum(i.file_size for i in zf.infolist())
-    if declared > MAX_NPZ_BYTES:
-      raise ValueError(f"{path}: declares {declared / 2**30:.2f} GiB of arrays; feature files "
-                       f"are far smaller (cap {MAX_NPZ_BYTES / 2**30:.0f} GiB)")
-    with np.load(path, allow_pickle=False) as z:
-      data = {k: z[k] for k in z.files}
-  except FileNotFoundError:
-    raise ValueError(f"{path}: no such file") from None
-  except IsADirectoryError:
-    raise ValueError(f"{path}: is a directory, not an .npz") from None
-  except ValueError as e:
-    if str(e).startswith(path):
-      raise
-    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-extract it") \
-        from None
-  except Exception as e:  # zipfile/numpy raise several kinds for a damaged file
-    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-extract it") \
-        from None
-  if "metadata" not in data or data["metadata"].shape != () or data["metadata"].dtype.kind != "U":
-    raise ValueError(f"{path}: no 'metadata' string; not written by `python -m extract`")
-  try:
-    meta = json.loads(str(data["metadata"]))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: metadata is not valid JSON ({e})") from None
-  for k in ("start_s", "end_s"):
-    if k not in data or data[k].ndim != 1:
-      raise ValueError(f"{path}: missing or malformed {k!r}")
-  n = len(data["start_s"])
-  if len(data["end_s"]) != n:
-    raise ValueError(f"{path}: start_s has {n} entries but end_s {len(data['end_s'])}")
-  if n and not (np.all(np.isfinite(data["start_s"])) and np.all(data["end_s"] > data["start_s"])):
-    raise ValueError(f"{path}: segment times are not finite, increasing spans")
-  feats = [k for k in data if k not in ("start_s", "end_s", "metadata")]
-  if not feats:
-    raise ValueError(f"{path}: holds no feature array")
-  nan_ok = set(meta.get("nan_features", []))
-  for f in feats:
-    if f not in FEATURE_DIMS:
-      raise ValueError(f"{path}: unknown feature array {f!r}; expected some of {list(FEATURES)}")
-    a = data[f]
-    if a.dtype != np.float32 or a.shape != (n, FEATURE_DIMS[f]):
-      raise ValueError(f"{path}: {f} is {a.dtype} {a.shape}, expected float32 "
-                       f"({n}, {FEATURE_DIMS[f]})")
-    if f not in nan_ok and not np.isfinite(a).all():
-      raise ValueError(f"{path}: {f} holds NaN or inf values")
-  data["metadata"] = str(data["metadata"])
-  return data
+  """Reads an extractor .npz and validates it (aan_jax.featfile, the format's one set of
+  rules); ValueError names the file and the problem."""
+  from aan_jax import featfile  # pylint: disable=g-import-not-at-top
+  return featfile.read(path)
