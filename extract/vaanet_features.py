@@ -236,7 +236,8 @@ def load(path, backbone: str | None = None, seq_len: int = SEQ_LEN) -> dict:
   """Reads and checks a VAANet .npz; ValueError names the file and the problem."""
   path = str(path)
   try:
-    with np.load(path, allow_pickle=False) as z:
+    # A file object, not a path: TFDS's builder tests allow np.load only on open files.
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
       data = {k: z[k] for k in z.files}
   except Exception as e:  # zipfile/numpy raise several kinds for a damaged file
     raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
