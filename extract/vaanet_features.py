@@ -25,6 +25,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import zipfile
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ AUDIO_RATE = 44100   # librosa.load(sr=44100, mono=True)
 N_MFCC = 32
 MFCC_FRAMES = 4096   # tiled and cut to 4096 frames (about 47.6 s at hop 512)
 BACKBONES = {"resnet101": 2048, "i3d": 1024}
+MAX_BYTES = 64 << 20  # a VAANet .npz holds about 2 MiB of arrays; more is a zip bomb
 _CROPS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
 
 
@@ -65,6 +67,8 @@ def sample_snippets(n_frames: int, seq_len: int = SEQ_LEN, snippet: int = SNIPPE
 def crop_resize(frame: np.ndarray, size: int = SIZE, position: str = "center") -> np.ndarray:
   """A square of side min(H, W) at `position`, bilinearly resized to size x size (PIL)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+  if position not in _CROPS:
+    raise ValueError(f"crop position {position!r}; expected one of {_CROPS}")
   h, w = frame.shape[:2]
   s = min(h, w)
   y = {"center": (h - s) // 2, "top_left": 0, "top_right": 0}.get(position, h - s)
@@ -237,8 +241,15 @@ def load(path, backbone: str | None = None, seq_len: int = SEQ_LEN) -> dict:
   path = str(path)
   try:
     # A file object, not a path: TFDS's builder tests allow np.load only on open files.
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-      data = {k: z[k] for k in z.files}
+    with open(path, "rb") as f:
+      with zipfile.ZipFile(f) as zf:  # declared sizes first: nothing is inflated yet
+        declared = sum(i.file_size for i in zf.infolist())
+      if declared > MAX_BYTES:
+        raise ValueError(f"declares {declared / 2**20:.0f} MiB of arrays; a VAANet file "
+                         f"holds about 2 (cap {MAX_BYTES >> 20} MiB)")
+      f.seek(0)
+      with np.load(f, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
   except Exception as e:  # zipfile/numpy raise several kinds for a damaged file
     raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
   names = [b for b in BACKBONES if b in data] if backbone is None else [backbone]

@@ -143,3 +143,18 @@ def test_i3d_maps_average_to_the_pooled_feature():
   # The pooled feature of the same call (I3D's own output: Mixed_5c's mean over T', H', W').
   np.testing.assert_allclose(maps.mean(axis=1), np.asarray(ext.last_pooled), rtol=1e-4, atol=1e-5)
   assert np.abs(maps - maps.mean(axis=1, keepdims=True)).max() > 1e-3  # positions differ
+
+
+def test_load_refuses_bad_files_by_name(tmp_path):
+  bomb = tmp_path / "bomb.npz"
+  np.savez_compressed(bomb, resnet101=np.zeros((12, 16, 2048), np.float32),
+                      mfcc=np.zeros((4096, 32), np.float32), pad=np.zeros(20 << 20, np.float32))
+  with pytest.raises(ValueError, match=r"bomb.npz: .*declares 82 MiB of arrays"):
+    vf.load(bomb)
+  short = tmp_path / "short.npz"
+  np.savez(short, resnet101=np.zeros((12, 16, 2048), np.float32), mfcc=np.zeros((100, 32), np.float32))
+  with pytest.raises(ValueError, match=r"short.npz: mfcc is float32 \(100, 32\); expected float32 \(4096, 32\)"):
+    vf.load(short)
+  (tmp_path / "junk.npz").write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="junk.npz: not a readable .npz"):
+    vf.load(tmp_path / "junk.npz")
