@@ -23,13 +23,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from aan_jax.data import COGNIMUSE_MOVIES  # noqa: F401  (re-exported for the builder)
 from aan_jax.features import FEATURE_DIMS, FEATURES
 
 log = logging.getLogger(__name__)
 
-# Canonical order of the 12 movies (DESIGN.md); training folds follow it.
-COGNIMUSE_MOVIES: tuple[str, ...] = (
-    "BMI", "LOR", "GLA", "DEP", "CRA", "CHI", "FNE", "ABE", "MDB", "NCO", "RAT", "SIL")
 # Movie tokens in the official annotation file names (CORPORA.md).
 COGNIMUSE_LONG_NAMES: dict[str, str] = {
     "ABE": "AmericanBeauty", "BMI": "BeautifulMind", "CHI": "Chicago", "CRA": "Crash",
@@ -194,57 +192,14 @@ def find_video(root, stem: str) -> pathlib.Path | None:
   return hits[0] if hits else None
 
 
-def validate_features(arrays: dict, path, features: Sequence[str] = FEATURES) -> dict:
-  """Checks a feature dict (as written by `python -m extract`); returns float32 copies."""
-  fix = (f"Re-extract it: `python -m extract VIDEO --out DIR --features "
-         f"{','.join(features)}`.")
-  missing = [f for f in features if f not in arrays]
-  if missing:
-    raise CorpusFileError(
-        f"{path}: feature {missing[0]!r} is missing (has {sorted(arrays)}). {fix}")
-  for key in ("start_s", "end_s"):
-    if key not in arrays:
-      raise CorpusFileError(f"{path}: array {key!r} is missing. {fix}")
-  out = {k: np.asarray(arrays[k], np.float32) for k in ("start_s", "end_s")}
-  n = out["start_s"].shape[0] if out["start_s"].ndim == 1 else -1
-  if n < 0 or out["end_s"].shape != (n,):
-    raise CorpusFileError(
-        f"{path}: start_s/end_s have shapes {out['start_s'].shape}/{out['end_s'].shape}; "
-        f"expected (num_segments,). {fix}")
-  for f in features:
-    a = np.asarray(arrays[f])
-    if a.shape != (n, FEATURE_DIMS[f]):
-      raise CorpusFileError(
-          f"{path}: feature {f!r} has shape {a.shape}; expected ({n}, {FEATURE_DIMS[f]}). {fix}")
-    a = a.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
-    if bad.size:
-      raise CorpusFileError(
-          f"{path}: feature {f!r} is NaN or infinite in segment {int(bad[0])} "
-          f"({bad.size} segments in all). {fix}")
-    out[f] = a
-  if not (np.isfinite(out["start_s"]).all() and np.isfinite(out["end_s"]).all()
-          and np.all(out["end_s"] > out["start_s"])):
-    raise CorpusFileError(f"{path}: segment times are not finite and increasing. {fix}")
-  meta = arrays.get("metadata", "{}")
-  try:
-    out["metadata"] = json.loads(str(np.asarray(meta)[()])) if meta is not None else {}
-  except (json.JSONDecodeError, TypeError):
-    out["metadata"] = {}
-  return out
-
-
 def read_features_npz(path, features: Sequence[str] = FEATURES) -> dict:
-  """Reads and validates one `.npz` from `python -m extract` (no pickles allowed)."""
-  path = pathlib.Path(path)
-  try:
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-      arrays = {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError) as e:
-    raise CorpusFileError(
-        f"{path}: not a readable .npz of features ({e}). Re-extract it with "
-        f"`python -m extract VIDEO --out DIR`.") from None
-  return validate_features(arrays, path, features)
+  """Reads one `.npz` from `python -m extract` for a build (aan_jax.featfile's rules; every
+  feature finite): float32 arrays, start_s/end_s and the metadata as a dict."""
+  from aan_jax import featfile  # pylint: disable=g-import-not-at-top
+  data = featfile.read(path, features, finite=True, error=CorpusFileError)
+  out = {k: data[k] for k in (*features, "start_s", "end_s")}
+  out["metadata"] = json.loads(data["metadata"])
+  return out
 
 
 def duration_of(feats: dict) -> float:

@@ -15,6 +15,11 @@ import numpy as np
 
 from aan_jax.features import FEATURE_DIMS
 
+# The 12 extended-COGNIMUSE movies in their canonical order (DESIGN.md): folds, tables and
+# the synthetic stand-in follow it. The one place the list is written.
+COGNIMUSE_MOVIES: tuple[str, ...] = (
+    "BMI", "LOR", "GLA", "DEP", "CRA", "CHI", "FNE", "ABE", "MDB", "NCO", "RAT", "SIL")
+
 TARGETS = ("arousal", "valence", "fear")
 # A target's task: regression (the paper's loss and MSE/PCC/CCC) or binary (fear:
 # class-weighted cross-entropy, AP/MAP); a categorical task is the next kind to add.
@@ -109,10 +114,7 @@ class Corpus:
 
 
 # Canonical movie order per dataset; other datasets keep their split order (sorted).
-_MOVIE_ORDER = {
-    "cognimuse": ("BMI", "LOR", "GLA", "DEP", "CRA", "CHI", "FNE", "ABE", "MDB", "NCO",
-                  "RAT", "SIL"),
-}
+_MOVIE_ORDER = {"cognimuse": COGNIMUSE_MOVIES}
 _DEFAULT_CONFIGS = ("intended", "mediaeval2017", "excerpt")
 _BUILD_HINT = ("Build it first: `tfds build datasets/{name} --manual_dir=DIR --data_dir={data_dir}` "
                "(see datasets/{name}/README.md for what DIR must hold).")

@@ -585,11 +585,11 @@ class Engine:
     impl = "xla" if dropout_traced else resolve_encoder_impl(config.encoder_impl)
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_PLAN}
     cfg["_encoder_impl"] = impl
-    if not dropout_traced:
-      cfg["dropout"] = float(runs.hparams["dropout"][0])
-    for k in RUN_HPARAMS:  # per-run values live in the run arrays, not in the program
-      if k != "dropout" or dropout_traced:
-        cfg.pop(k, None)
+    # Per-run values live in the run arrays, not in the program; the modules are built
+    # with the first run's dropout (replaced by each run's own when the rates differ).
+    for k in RUN_HPARAMS:
+      cfg.pop(k, None)
+    cfg["dropout"] = float(runs.hparams["dropout"][0])
     self.mesh = self._mesh(len(runs))
     self.plan = Plan(json.dumps(cfg, sort_keys=True, default=list), g, items, batch,
                      math.ceil(n_valid / batch), n_valid, tasks, dropout_traced,

@@ -104,7 +104,8 @@ def export_result(result, summary: dict, directory: str) -> list[str]:
               "modalities": mods, "segmentation": segmentation_of(c), "corpus": c.name,
               "tfds_config": c.info.get("config"), "best_epoch": int(result.best_epoch[r]),
               "hparams": {k: float(v[r]) for k, v in runs.hparams.items()},
-              "normalize": bool(result.config.get("normalize", True))}
+              "normalize": bool(result.config.get("normalize", True)),
+              "encoder_impl": result.encoder_impl}
       save_model(os.path.join(directory, rel), config=cfg, params=params,
                  norm_mean={m: result.norm["mean"][m][r] for m in mods},
                  norm_std={m: result.norm["std"][m][r] for m in mods}, meta=meta)
@@ -136,19 +137,26 @@ class ExportedModel:
     lead = check_features(features, self.modalities)
     if len(lead) != 1:
       raise ValueError(f"features must be (segments, dim) per modality; got leading shape {lead}")
-    feats = {m: (np.asarray(features[m], np.float32) - self.norm_mean[m]) / self.norm_std[m]
-             for m in self.modalities}
-    raw = np.asarray(_predict_fn(self.metadata["build"]["model"], self.module)(
-        self.params, feats, np.ones(lead, bool)))
+    feats = {m: np.asarray(features[m], np.float32) for m in self.modalities}
+    normalize = bool(self.metadata.get("normalize", True))
+    raw = np.asarray(_predict_fn(self.metadata["build"]["model"], self.module, normalize)(
+        self.params, feats, np.ones(lead, bool), self.norm_mean, self.norm_std))
     return 1.0 / (1.0 + np.exp(-raw)) if self.task == "binary" else raw
 
 
 @functools.lru_cache(maxsize=32)
-def _predict_fn(kind: str, module):
+def _predict_fn(kind: str, module, normalize: bool):
+  """The engine's own evaluation of one group, normalisation inside the program as there,
+  so that a reloaded model reproduces the engine's test predictions bit for bit."""
   import jax  # pylint: disable=g-import-not-at-top
   from aan_jax import engine  # pylint: disable=g-import-not-at-top
   spec = engine.get_model_spec(kind)
-  return jax.jit(lambda p, f, v: spec.predict_group(module, p, f, v))
+
+  def run(p, f, v, mean, std):
+    if normalize:
+      f = {m: (x - mean[m]) / std[m] for m, x in f.items()}
+    return spec.predict_group(module, p, f, v)
+  return jax.jit(run)
 
 
 def _load_one(directory: str) -> ExportedModel:
@@ -170,7 +178,12 @@ def _load_one(directory: str) -> ExportedModel:
     raise ExportError(f"{spec_path}: unknown model kind {kind!r}")
   defaults = {"ffn": "auto", "window": 5, "norm_first": True, "feature_dropout": 0.1,
               "dropout": 0.1, "d_model": 8, "num_heads": 2, "num_layers": 6}
-  cfg = ml_collections.ConfigDict({**defaults, **build, "encoder_impl": "xla"})
+  # The encoder the engine evaluated the model with, where this machine has it (the fused
+  # CPU kernel rounds differently from XLA's encoder, within float32 rounding).
+  impl = "xla"
+  if spec.get("encoder_impl") == "cpu_kernel":
+    impl = engine.resolve_encoder_impl("auto")
+  cfg = ml_collections.ConfigDict({**defaults, **build, "_encoder_impl": impl})
   module = engine.get_model_spec(kind).build(cfg)
   try:
     with np.load(os.path.join(directory, "params.npz"), allow_pickle=False) as z:

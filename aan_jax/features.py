@@ -1,18 +1,22 @@
-"""The five canonical features: names, dimensions and order (DESIGN.md)."""
+"""The canonical features: names, dimensions and order (DESIGN.md), and `faces`."""
 
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
 # Order = order of the authors' input projections (linear1..linear5).
-FEATURE_DIMS: dict[str, int] = {
+PAPER_FEATURE_DIMS: dict[str, int] = {
     "resnet50": 2048,
     "flownet": 1024,
     "i3d": 1024,
     "vggish": 128,
     "emobase2010": 1582,
 }
-FEATURES: tuple[str, ...] = tuple(FEATURE_DIMS)
+# Every modality a model can take: the paper's five, then what the characters show
+# (extract/faces.py: 7 mean expression probabilities, face fraction, largest face share).
+FEATURE_DIMS: dict[str, int] = {**PAPER_FEATURE_DIMS, "faces": 9}
+# "all" is the paper's five: `faces` is asked for by name.
+FEATURES: tuple[str, ...] = tuple(PAPER_FEATURE_DIMS)
 VIDEO_FEATURES: tuple[str, ...] = ("resnet50", "flownet", "i3d")
 AUDIO_FEATURES: tuple[str, ...] = ("vggish", "emobase2010")
 
@@ -32,12 +36,12 @@ def canonical_modalities(modalities: Iterable[str] | str) -> tuple[str, ...]:
   unknown = [m for m in names if m not in FEATURE_DIMS]
   if unknown:
     raise ValueError(
-        f"unknown modality {unknown[0]!r}; expected a subset of {list(FEATURES)}")
+        f"unknown modality {unknown[0]!r}; expected a subset of {list(FEATURE_DIMS)}")
   if not names:
-    raise ValueError(f"no modality given; expected a subset of {list(FEATURES)}")
+    raise ValueError(f"no modality given; expected a subset of {list(FEATURE_DIMS)}")
   if len(set(names)) != len(names):
     raise ValueError(f"modality listed twice in {names}")
-  return tuple(m for m in FEATURES if m in names)
+  return tuple(m for m in FEATURE_DIMS if m in names)
 
 
 def feature_dims(modalities: Sequence[str]) -> tuple[int, ...]:

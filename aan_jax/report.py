@@ -95,7 +95,8 @@ def format_results(out: dict) -> str:
     for t, i in sw["selected"].items():
       p = sw["points"][i]
       lines.append(f"  {t}: " + ", ".join(f"{k}={p[k]:g}" for k in sw["swept"]))
-  per = [t for t in reg if len(out[t].get("per_group", {})) <= 60]
+  per = [t for t in reg if len(out[t].get("per_group", {})) <= 60
+         and proto.get("group_kind", "movie") == "movie"]
   if per:
     lines += ["", "Per test group (MSE, PCC):"]
     groups = list(out[per[0]]["per_group"])

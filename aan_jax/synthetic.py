@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from aan_jax.data import Corpus
-from aan_jax.features import FEATURE_DIMS, FEATURES
+from aan_jax.data import COGNIMUSE_MOVIES, Corpus
+from aan_jax.features import FEATURES, PAPER_FEATURE_DIMS as FEATURE_DIMS
 
-MOVIES = ("BMI", "LOR", "GLA", "DEP", "CRA", "CHI", "FNE", "ABE", "MDB", "NCO", "RAT", "SIL")
+MOVIES = COGNIMUSE_MOVIES
 _LATENT = 6
 
 

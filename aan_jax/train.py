@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Engine defaults: the paper's Feature AAN settings; launchers set their corpus."""
   c = ml_collections.ConfigDict()
   c.dataset = "synthetic"       # cognimuse | eimt16_global | liris_accede_continuous | synthetic
+  c.preset = ""                 # whose paper settings fill unset values ("" = dataset's)
   c.tfds_config = ""            # the builder config ("" = the launcher's default)
   c.data_dir = ""               # TFDS data_dir; "" = TFDS default (~/tensorflow_datasets)
   c.protocol = "leave_one_out"  # leave_one_out | fixed_split | official | dev_loo
@@ -138,7 +139,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   EIMT16's learning rate is 0.01 for every model), then the synthetic demo's epochs."""
   config = config.copy_and_resolve_references()
   preset = dict(MODEL_PRESETS.get(config.model, {}))
-  preset.update(DATASET_PRESETS.get(config.dataset, {}))
+  preset.update(DATASET_PRESETS.get(config.get("preset") or config.dataset, {}))
   if config.dataset == "synthetic":
     preset.update(num_epochs=config.synthetic.num_epochs, patience=config.synthetic.patience)
   defaults = get_config()
@@ -281,6 +282,7 @@ class Result:
   num_devices: int
   batch_sizes: dict
   config: dict
+  encoder_impl: str = "xla"     # the encoder the programs ran ("xla" or "cpu_kernel")
 
 
 def _transform(task: str, raw: np.ndarray) -> np.ndarray:
@@ -317,13 +319,14 @@ def train(corpus: Corpus, config, workdir: str | None = None,
   val_loss = np.full((r_total, e), np.nan, np.float32)
   norm = {"mean": {}, "std": {}}
   pos_weight = np.ones(r_total, np.float32)
-  params_parts, devices = [], 1
+  params_parts, devices, impl = [], 1, "xla"
   for size, rows in sorted(by_size.items()):
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
       cfg.batch_size = size
     engine = eng.Engine(corpus, cfg, targets, runs.select(rows), mode)
     devices = engine.num_devices
+    impl = engine.plan.config.get("_encoder_impl", "xla")
     compiling = engine.precompile()
     state = engine.init_state()
     for f in compiling:  # before the first call, so that nothing is compiled twice
@@ -383,7 +386,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
       norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
       train_loss=train_loss, val_loss=val_loss, early_stopping=mode,
       seconds=time.time() - t0, num_devices=devices,
-      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict())
+      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl)
 
 
 def _set_rows(full, rows, part):

@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aan_jax import models  # noqa: E402
-from aan_jax.features import FEATURE_DIMS, FEATURES  # noqa: E402
+from aan_jax.features import PAPER_FEATURE_DIMS, FEATURES  # noqa: E402
 
 
 def main():
@@ -31,7 +31,7 @@ def main():
   args = p.parse_args()
   rng = np.random.default_rng(0)
   movie = {m: jnp.asarray(rng.normal(size=(args.segments, d)), jnp.float32)
-           for m, d in FEATURE_DIMS.items()}
+           for m, d in PAPER_FEATURE_DIMS.items()}
   print(f"{jax.devices()[0].platform}: {args.segments} segments, window {args.window}, "
         f"{len(FEATURES)} modalities")
   for cls in (models.TemporalAAN, models.FeatureTemporalAAN):

@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                 # 12 folds x 20 epochs, 360 segments
     python benchmarks/bench_train.py --epochs 5 --torch_folds 2   # quicker, extrapolated
     python benchmarks/bench_train.py --model temporal_aan --epochs 5   # steps/s only
+    python benchmarks/bench_train.py --sweep --skip_torch   # 3 x 2 grid: one program vs six
 
 Both train the Feature AAN (audio+video) on arousal of the synthetic corpus, leave one
 movie out over 12 movies, early stopping off, batch 30, Adam. Times are end to end:
@@ -13,6 +14,10 @@ On a CPU the engine's encoder is the fused C++ kernel (aan_jax.kernels) unless
 With --model temporal_aan or feature_temporal_aan the engine trains that model (windows
 of 5 segments, teacher forcing; the per-epoch evaluation off, as early stopping is off)
 and only the engine's figures are printed: there is no PyTorch temporal loop to compare.
+Feature normalisation is off in both (the released models' setting), so they do the same work.
+With --sweep it also trains a 3 (learning rate) x 2 (dropout) grid for the 24 COGNIMUSE runs
+(12 folds x 2 targets) in one program, and the same six settings as six separate engine
+runs, and prints that ratio (both end to end, compilation included).
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ import os
 import sys
 import time
 
-# Set before jax is imported (see experiments/cognimuse_loo.py for why).
+# Set before jax is imported (see aan_jax/launch.py for why).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments import cognimuse_loo  # pylint: disable=wrong-import-position
+from aan_jax import launch  # pylint: disable=wrong-import-position
 
-cognimuse_loo._configure_xla()  # pylint: disable=protected-access
+launch.configure_xla()
 
 
 def main():
@@ -42,15 +47,17 @@ def main():
                  help="the engine's encoder on a CPU (train.get_config's encoder_impl)")
   p.add_argument("--model", default="feature_aan",
                  choices=("feature_aan", "temporal_aan", "feature_temporal_aan"))
+  p.add_argument("--sweep", action="store_true",
+                 help="also time a 3x2 grid (24 runs each) in one program vs six programs")
   args = p.parse_args()
 
   import jax
-  from aan_jax import kernels, synthetic, train
+  from aan_jax import engine, kernels, protocols, synthetic, train
 
   # The fused CPU encoder (aan_jax.kernels) is C++ built once per machine and cached, like
   # an install step; it is built (or loaded) here, before the clock starts, and said so.
   t0 = time.time()
-  impl = train.resolve_encoder_impl(args.encoder_impl)
+  impl = engine.resolve_encoder_impl(args.encoder_impl)
   if impl == "cpu_kernel":
     print(f"fused CPU encoder: ready in {time.time() - t0:.1f} s (built once per machine and "
           f"cached: {kernels.library_path()}; not in the times below)", flush=True)
@@ -62,25 +69,31 @@ def main():
   corpus = synthetic.make_corpus(args.segments)
   cfg = train.get_config()
   cfg.update(num_epochs=args.epochs, patience=0, targets=("arousal",),
-             checkpoint_every=args.epochs, model=args.model, encoder_impl=args.encoder_impl)
+             checkpoint_every=args.epochs, model=args.model, encoder_impl=args.encoder_impl,
+             normalize=False, bootstrap=1)
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {len(jax.local_devices())} "
         f"{jax.default_backend()} device(s); torch threads: {args.torch_threads}", flush=True)
 
   t0 = time.time()
-  res = train.train_loo(corpus, cfg)
+  res = train.train(corpus, cfg)
   jax_s = time.time() - t0
-  engine_steps = train.Engine(corpus, cfg).steps
+  folds = protocols.leave_one_out(corpus, "off")
+  probe = engine.Engine(corpus, cfg, ("arousal",), engine.make_runs(
+      ("arousal",), folds, len(corpus.groups), train.sweep_points(cfg)), "off")
+  engine_steps = probe.steps
   fold_steps = engine_steps * args.epochs * len(res.runs)
   print(f"JAX engine ({args.model}): {len(res.runs)} folds x {args.epochs} epochs x {engine_steps} steps "
-        f"(shared batch {train.Engine(corpus, cfg).batch}) on {res.num_devices} device(s): "
+        f"(shared batch {probe.batch}) on {res.num_devices} device(s): "
         f"{jax_s:.1f} s end to end incl. compile; {engine_steps * args.epochs / jax_s:.1f} "
         f"steps/s end to end = {fold_steps / jax_s:.0f} fold-steps/s; "
-        f"pooled arousal MSE {train.summarize(res)['arousal']['mse']:.3f}", flush=True)
+        f"pooled arousal MSE {train.evaluate(res, 1)[0]['arousal']['mse']:.3f}", flush=True)
   t0 = time.time()
-  train.train_loo(corpus, cfg)
+  train.train(corpus, cfg)
   warm = time.time() - t0
   print(f"JAX engine again, compiled program cached: {warm:.1f} s "
         f"({engine_steps * args.epochs / warm:.1f} compiled steps/s)", flush=True)
+  if args.sweep:
+    sweep(corpus, cfg, train)
   if args.skip_torch or args.model != "feature_aan":
     return
   # The PyTorch loop runs in a fresh process, so that XLA's threads cannot slow it.
@@ -102,6 +115,31 @@ def main():
         f"{full:.1f} s for 12 folds{note}; {t_steps / t_s:.1f} steps/s; "
         f"mean held-out MSE {mse:.3f}")
   print(f"ratio (PyTorch / JAX, end to end): {full / jax_s:.1f}x")
+
+
+def sweep(corpus, cfg, train):
+  """A 3 x 2 grid (learning rate x dropout) for 24 runs (12 folds x 2 targets): one program
+  of 144 runs against six engine runs of 24, one per setting (each compiles its own)."""
+  lrs, drops = (1e-4, 5e-4, 1e-3), (0.1, 0.5)
+  grid = cfg.copy_and_resolve_references()
+  grid.targets = ("arousal", "valence")
+  grid.sweep.learning_rate = ",".join(map(str, lrs))
+  grid.sweep.dropout = ",".join(map(str, drops))
+  t0 = time.time()
+  res = train.train(corpus, grid)
+  one = time.time() - t0
+  print(f"sweep in one program: {len(res.runs)} runs (3 x 2 grid x 24) in {one:.1f} s end "
+        "to end incl. compile", flush=True)
+  t0 = time.time()
+  for lr in lrs:
+    for d in drops:
+      c = cfg.copy_and_resolve_references()
+      c.targets = ("arousal", "valence")
+      c.learning_rate, c.dropout = lr, d
+      train.train(corpus, c)
+  six = time.time() - t0
+  print(f"the same six settings as six engine runs of 24: {six:.1f} s end to end")
+  print(f"sweep ratio (six programs / one): {six / one:.1f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,70 +2,33 @@
 
 One fold after another, a DataLoader over the fold's training segments (batch 30,
 shuffled), Adam, the paper's loss. The model is the released audio+video Feature AAN
-(norm-first encoder, their LayerNorm, one-linear ReLU feed-forward), written here from
-DESIGN.md; it exists only as the benchmark's baseline.
+(norm-first encoder, their LayerNorm, one-linear ReLU feed-forward): the PyTorch reference
+of the parity tests (tests/torch_reference.py) with dropout 0.1.
 """
 
 from __future__ import annotations
 
 import time
 
+import os
+import sys
+
 import numpy as np
 import torch
-from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+import torch_reference  # noqa: E402  pylint: disable=wrong-import-position
 
 DIMS = {"resnet50": 2048, "flownet": 1024, "i3d": 1024, "vggish": 128, "emobase2010": 1582}
 
 
-class LayerNorm(nn.Module):
-  """a * (x - mean) / (std + eps) + b with the unbiased std, as in the released code."""
-
-  def __init__(self, d, eps=1e-6):
-    super().__init__()
-    self.a, self.b, self.eps = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d)), eps
-
-  def forward(self, x):
-    return self.a * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + self.eps) + self.b
-
-
-class Attention(nn.Module):
-  def __init__(self, d, h, p):
-    super().__init__()
-    self.h, self.dk = h, d // h
-    self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-    self.drop = nn.Dropout(p)
-
-  def forward(self, x):
-    b, n, d = x.shape
-    split = lambda t: t.view(b, n, self.h, self.dk).transpose(1, 2)
-    q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-    w = self.drop(torch.softmax(q @ k.transpose(-2, -1) / self.dk ** 0.5, -1))
-    return self.o((w @ v).transpose(1, 2).reshape(b, n, d))
-
-
-class Layer(nn.Module):
-  def __init__(self, d, h, p):
-    super().__init__()
-    self.attn, self.ff = Attention(d, h, p), nn.Linear(d, d)
-    self.n1, self.n2, self.drop = LayerNorm(d), LayerNorm(d), nn.Dropout(p)
-
-  def forward(self, x):
-    x = x + self.drop(self.attn(self.n1(x)))
-    return x + self.drop(self.drop(torch.relu(self.ff(self.n2(x)))))
-
-
-class FeatureAAN(nn.Module):
-  def __init__(self, d=8, h=2, layers=6, p=0.1):
-    super().__init__()
-    self.proj = nn.ModuleList(nn.Linear(dim, d) for dim in DIMS.values())
-    self.layers = nn.ModuleList(Layer(d, h, p) for _ in range(layers))
-    self.norm, self.drop, self.head = LayerNorm(d), nn.Dropout(p), nn.Linear(d, 1)
-
-  def forward(self, *feats):
-    x = torch.stack([lin(f) for lin, f in zip(self.proj, feats)], 1)
-    for layer in self.layers:
-      x = layer(x)
-    return self.head(self.drop(self.norm(x).mean(1)))[:, 0]
+def FeatureAAN(d=8, h=2, layers=6, p=0.1):  # pylint: disable=invalid-name
+  """The released audio+video Feature AAN with dropout p: the tests' PyTorch reference
+  (tests/torch_reference.py, checked against the authors' released models), so that the
+  baseline is the model the parity tests trust, not a second copy."""
+  return torch_reference.AuthorsFeatureAAN(
+      [(f"linear{i + 1}", dim) for i, dim in enumerate(DIMS.values())], d, h, layers,
+      "relu", output_tanh=False, dropout=p)
 
 
 def aan_loss(pred, y):
@@ -101,14 +64,14 @@ def train_folds(corpus, target="arousal", epochs=20, folds=None, batch_size=30, 
     for _ in range(epochs):
       for *x, y in loader:
         opt.zero_grad()
-        loss = aan_loss(model(*x), y)
+        loss = aan_loss(model(*(f[:, None] for f in x))[:, 0], y)
         loss.backward()
         opt.step()
         steps += 1
     model.eval()
     with torch.no_grad():
       keep = mask[h]
-      pred = model(*(f[h][keep] for f in feats))
+      pred = model(*(f[h][keep][:, None] for f in feats))[:, 0]
       mses.append(float(((pred - y_all[h][keep]) ** 2).mean()))
   if device != "cpu":
     torch.cuda.synchronize()

@@ -21,6 +21,7 @@ def get_config():
   """The paper's protocol on COGNIMUSE; unset settings come from the model's presets."""
   c = train.unset_presets(train.get_config())
   c.dataset = "cognimuse"       # or "synthetic" (the demo)
+  c.preset = "cognimuse"  # its paper settings, for the synthetic demo too
   c.protocol = "leave_one_out"
   return c
 

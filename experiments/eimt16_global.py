@@ -20,6 +20,7 @@ from aan_jax import train
 def get_config():
   c = train.unset_presets(train.get_config())
   c.dataset = "eimt16_global"   # or "synthetic"
+  c.preset = "eimt16_global"  # its paper settings, for the synthetic demo too
   c.protocol = "fixed_split"
   return c
 

@@ -21,6 +21,7 @@ def get_config():
   c.dataset = "liris_accede_continuous"   # or "synthetic"
   c.edition = 2017                        # 2017 | 2018: the builder config mediaeval<edition>
   c.tfds_config = "mediaeval2017"         # follows edition (see run)
+  c.preset = "liris_accede_continuous"  # its paper settings, for the synthetic demo too
   c.protocol = "official"
   c.targets = ("valence", "arousal", "fear")
   return c

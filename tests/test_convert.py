@@ -126,7 +126,7 @@ def test_orbax_roundtrip_and_cli(reference_dir, samples, tmp_path):
                                 np.asarray(ref_model.apply(ref_vars, feats)))
   assert checkpoint.metadata(tmp_path / "ck")["source"] == os.path.abspath(path)
   # A second conversion into the same directory is refused, not merged.
-  assert convert.main([path, str(tmp_path / "ck")]) == 2
+  assert convert.main([path, str(tmp_path / "ck")]) == 1
 
 
 # ---- malicious and broken files -------------------------------------------------------
@@ -161,7 +161,7 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path, layout):
     convert.from_attendaffectnet(path)
   assert not marker.exists()
   # The CLI says so in one line and exits non-zero.
-  assert convert.main([str(path), str(tmp_path / "out")]) == 2
+  assert convert.main([str(path), str(tmp_path / "out")]) == 1
   assert not marker.exists() and not (tmp_path / "out").exists()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aan_jax import models
-from aan_jax.features import FEATURE_DIMS, FEATURES, canonical_modalities
+from aan_jax.features import FEATURE_DIMS, FEATURES, PAPER_FEATURE_DIMS, canonical_modalities
 from aan_jax.layers import TorchLayerNorm
 
 
@@ -21,7 +21,7 @@ def test_output_shape_and_param_count():
   y = model.apply(variables, _features(FEATURES, 7))
   assert y.shape == (7,)
   # 5 projections + 6 layers x (4 attention + 1 ff dense + 2 norms) + final norm + head.
-  proj = sum(d * 8 + 8 for d in FEATURE_DIMS.values())
+  proj = sum(d * 8 + 8 for d in PAPER_FEATURE_DIMS.values())
   layer = 4 * (8 * 8 + 8) + (8 * 8 + 8) + 2 * 16
   assert sum(x.size for x in jax.tree_util.tree_leaves(variables)) == proj + 6 * layer + 16 + 9
   assert proj + 6 * layer + 16 + 9 == 48865

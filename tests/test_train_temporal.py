@@ -1,11 +1,10 @@
-"""The temporal models inside the leave-one-movie-out engine."""
+"""The temporal models inside the training engine."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aan_jax import models, synthetic, train
-from aan_jax.data import Corpus
+from aan_jax import engine, models, synthetic, train
 
 
 def tiny_config(model, **kw):
@@ -13,13 +12,15 @@ def tiny_config(model, **kw):
   c.model = model
   c.num_layers = 1
   c.batch_size = 6
-  c.num_epochs = 2
-  c.patience = 2
+  c.num_epochs = 3
+  c.patience = 1
   c.learning_rate = 1e-3
   c.dropout = 0.5
-  c.checkpoint_every = 2
+  c.checkpoint_every = 3
   c.targets = ("arousal", "valence")
   c.modalities = "vggish"
+  c.bootstrap = 20
+  c.early_stopping = "held_out"
   c.update(kw)
   return c
 
@@ -33,10 +34,10 @@ def test_windows_are_padded_at_a_movie_start_and_never_mix_movies():
   mask[2, 4:] = False  # a shorter movie, padded at its end
   data = {"features": {"vggish": np.repeat((100 * movie_id + seg_id)[..., None], 128, -1)},
           "targets": np.stack([movie_id, seg_id]), "mask": mask}
-  module = train.get_model_spec("temporal_aan").build(tiny_config("temporal_aan", window=4))
+  module = engine.get_model_spec("temporal_aan").build(tiny_config("temporal_aan", window=4))
   movie = jnp.array([1, 1, 2, 0])
   seg = jnp.array([0, 5, 2, 3])
-  inp = train._temporal_inputs(module, data, movie, seg)  # pylint: disable=protected-access
+  inp = engine._temporal_inputs(module, data, movie, seg)  # pylint: disable=protected-access
   np.testing.assert_array_equal(inp["mask"], [[0, 0, 0, 1], [1, 1, 1, 1], [0, 1, 1, 1],
                                               [1, 1, 1, 1]])
   feats = np.asarray(inp["features"]["vggish"][..., 0])
@@ -49,26 +50,26 @@ def test_windows_are_padded_at_a_movie_start_and_never_mix_movies():
 
 
 @pytest.mark.parametrize("model", ["temporal_aan", "feature_temporal_aan"])
-def test_temporal_models_train_in_the_engine(model):
+def test_temporal_models_predict_from_their_best_parameters(model):
   corpus = synthetic.make_corpus(segments_per_movie=12, seed=2, num_movies=3)
-  result = train.train_loo(corpus, tiny_config(model))
-  assert result.predictions.shape == (6, 12)
-  assert np.all(np.isfinite(result.predictions))
-  assert np.all(np.isfinite(result.train_loss[:, 0]))
-  s = train.summarize(result)
-  assert set(s) >= {"arousal", "valence"} and np.isfinite(s["valence"]["mse"])
-  # Held-out predictions are the compiled autoregressive evaluation of the best params.
-  assert result.best_epoch.min() >= 0
-
-
-def test_model_presets_follow_the_paper():
-  from experiments import cognimuse_loo  # pylint: disable=g-import-not-at-top
-  c = cognimuse_loo.get_config()
-  c.model = "temporal_aan"
-  r = cognimuse_loo.resolve(c)
-  assert (r.learning_rate, r.dropout, r.num_epochs, r.patience) == (1e-3, 0.5, 1000, 30)
-  c.model = "feature_aan"
-  r = cognimuse_loo.resolve(c)
-  assert (r.learning_rate, r.dropout, r.num_epochs, r.patience) == (5e-4, 0.1, 500, 30)
-  c.learning_rate = 0.01
-  assert cognimuse_loo.resolve(c).learning_rate == 0.01
+  # A high learning rate so that validation loss moves and runs stop at different epochs.
+  result = train.train(corpus, tiny_config(model, learning_rate=3e-2, num_epochs=6,
+                                           checkpoint_every=6))
+  assert result.test_predictions.shape == (6, 1, 12)
+  assert np.all(np.isfinite(result.test_predictions))
+  # Held-out predictions are the compiled autoregressive evaluation of the BEST parameters:
+  # in held-out mode the early-stopping loss is measured on the predicted movie itself, so
+  # the loss of the returned predictions equals the best epoch's validation loss (and not
+  # the last epoch's, where they differ).
+  from aan_jax import metrics  # pylint: disable=g-import-not-at-top
+  differs = 0
+  for r in range(len(result.runs)):
+    t = result.targets[result.runs.target[r]]
+    h = result.runs.test_idx[r, 0]
+    loss = float(metrics.aan_loss(result.test_predictions[r, 0], corpus.targets[t][h],
+                                  corpus.mask[h]))
+    best = int(result.best_epoch[r])
+    np.testing.assert_allclose(loss, result.val_loss[r, best], rtol=1e-4)
+    last = result.epochs_trained[r] - 1
+    differs += not np.isclose(result.val_loss[r, last], result.val_loss[r, best])
+  assert differs, "no run's last epoch differs from its best; the test needs one"

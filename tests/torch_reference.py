@@ -5,7 +5,8 @@ Written from the class sources that the released legacy pickles carry (read with
 norm-first sublayers, their LayerNorm (unbiased std, eps on the std), a single-linear
 feed-forward in one of two forms, mean pooling over modality tokens, optional tanh.
 Parameters are loaded by their original state-dict names, so a mistake in our converter's
-name mapping cannot be mirrored here.
+name mapping cannot be mirrored here. With `dropout` > 0 (in train mode) it is also the
+PyTorch training loop's model in benchmarks/torch_feature_aan.py: one reference, tested.
 """
 
 import math
@@ -28,55 +29,60 @@ class LayerNorm(nn.Module):
     return self.a_2 * (x - mean) / (std + self.eps) + self.b_2
 
 
-def attention(query, key, value):
+def attention(query, key, value, dropout=None):
   d_k = query.size(-1)
   scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(d_k)
   p_attn = F.softmax(scores, dim=-1)
+  if dropout is not None:
+    p_attn = dropout(p_attn)
   return torch.matmul(p_attn, value)
 
 
 class MultiHeadedAttention(nn.Module):
-  def __init__(self, h, d_model):
+  def __init__(self, h, d_model, dropout=0.0):
     super().__init__()
     self.d_k, self.h = d_model // h, h
     self.linears = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(4)])
+    self.dropout = nn.Dropout(dropout)
 
   def forward(self, query, key, value):
     nb = query.size(0)
     query, key, value = [l(x).view(nb, -1, self.h, self.d_k).transpose(1, 2)
                          for l, x in zip(self.linears, (query, key, value))]
-    x = attention(query, key, value)
+    x = attention(query, key, value, self.dropout)
     x = x.transpose(1, 2).contiguous().view(nb, -1, self.h * self.d_k)
     return self.linears[-1](x)
 
 
 class PositionwiseFeedForward(nn.Module):
-  def __init__(self, d_model, kind):
+  def __init__(self, d_model, kind, dropout=0.0):
     super().__init__()
     self.w = nn.Linear(d_model, d_model)
     self.kind = kind
+    self.dropout = nn.Dropout(dropout)
 
   def forward(self, x):
     if self.kind == "relu":
-      return F.relu(self.w(x))
-    return self.w(x + torch.tanh(x))
+      return self.dropout(F.relu(self.w(x)))
+    return self.w(self.dropout(x + torch.tanh(x)))
 
 
 class SublayerConnection(nn.Module):
-  def __init__(self, size):
+  def __init__(self, size, dropout=0.0):
     super().__init__()
     self.norm = LayerNorm(size)
+    self.dropout = nn.Dropout(dropout)
 
   def forward(self, x, sublayer):
-    return x + sublayer(self.norm(x))
+    return x + self.dropout(sublayer(self.norm(x)))
 
 
 class EncoderLayer(nn.Module):
-  def __init__(self, size, h, kind):
+  def __init__(self, size, h, kind, dropout=0.0):
     super().__init__()
-    self.self_attn = MultiHeadedAttention(h, size)
-    self.feed_forward = PositionwiseFeedForward(size, kind)
-    self.sublayer = nn.ModuleList([SublayerConnection(size) for _ in range(2)])
+    self.self_attn = MultiHeadedAttention(h, size, dropout)
+    self.feed_forward = PositionwiseFeedForward(size, kind, dropout)
+    self.sublayer = nn.ModuleList([SublayerConnection(size, dropout) for _ in range(2)])
 
   def forward(self, x):
     x = self.sublayer[0](x, lambda x: self.self_attn(x, x, x))
@@ -84,9 +90,9 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-  def __init__(self, size, h, n, kind):
+  def __init__(self, size, h, n, kind, dropout=0.0):
     super().__init__()
-    self.layers = nn.ModuleList([EncoderLayer(size, h, kind) for _ in range(n)])
+    self.layers = nn.ModuleList([EncoderLayer(size, h, kind, dropout) for _ in range(n)])
     self.norm = LayerNorm(size)
 
   def forward(self, x):
@@ -98,12 +104,13 @@ class Encoder(nn.Module):
 class AuthorsFeatureAAN(nn.Module):
   """Encoder_FullyConnected of the released files (eval mode: dropout is identity)."""
 
-  def __init__(self, proj_names_dims, d_model, h, n, kind, output_tanh):
+  def __init__(self, proj_names_dims, d_model, h, n, kind, output_tanh, dropout=0.0):
     super().__init__()
     self.proj_names = [name for name, _ in proj_names_dims]
     for name, dim in proj_names_dims:
       setattr(self, name, nn.Linear(dim, d_model))
-    self.encoder = Encoder(d_model, h, n, kind)
+    self.encoder = Encoder(d_model, h, n, kind, dropout)
+    self.dropout = nn.Dropout(dropout)
     self.linear = nn.Linear(d_model, 1)
     self.output_tanh = output_tanh
 
@@ -114,4 +121,4 @@ class AuthorsFeatureAAN(nn.Module):
     pooled = F.avg_pool1d(temp, temp.shape[-1]).squeeze(-1)
     if self.output_tanh:
       pooled = torch.tanh(pooled)
-    return self.linear(pooled)
+    return self.linear(self.dropout(pooled))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from aan_jax import annotations as ann
-from aan_jax.features import FEATURE_DIMS, FEATURES
+from aan_jax import cli
+from aan_jax.features import FEATURE_DIMS, PAPER_FEATURE_DIMS, FEATURES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,15 @@ emobase2010; float32) and the mean arousal and valence of the annotation over th
 segment's 25-fps frames. One split per movie (BMI, LOR, GLA, DEP, CRA, CHI, FNE, ABE, MDB,
 NCO, RAT, SIL), so leave-one-movie-out reads `split=MOVIE` and the rest.
 """
+
+
+# What each annotation kind is read from (MANUAL_DOWNLOAD_INSTRUCTIONS has the details).
+_NEEDS = {
+    "intended": "annotations/<CODE>.csv, annotations/intended/<CODE>.csv or the official "
+                "intended_<k>_<LongName>.dat files",
+    "experienced": "annotations/experienced/<CODE>.csv or the official viewers' traces "
+                   "subj<S>_<I>_<LongName>.dat",
+}
 
 
 class CognimuseConfig(tfds.core.BuilderConfig):
@@ -72,7 +83,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     feats = {f: tfds.features.Tensor(shape=(d,), dtype=np.float32)
-             for f, d in FEATURE_DIMS.items()}
+             for f, d in PAPER_FEATURE_DIMS.items()}
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,
         features=tfds.features.FeaturesDict({
@@ -89,6 +100,34 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),
     )
+
+  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs):
+    # Plain `tfds build datasets/cognimuse` builds every config in turn. Most users have one
+    # kind of annotation: the config with none at all is skipped with one line, instead of
+    # failing the whole command after the other was built. Asked for by name (--config, the
+    # Python API), it fails as before, saying what is missing.
+    reason = self._plain_build_skip(download_config)
+    if reason:
+      print(f"skipped cognimuse/{self.builder_config.name}: {reason}", file=sys.stderr)
+      return None
+    return super().download_and_prepare(download_dir=download_dir,
+                                        download_config=download_config, **kwargs)
+
+  def _plain_build_skip(self, download_config) -> str | None:
+    """Why this config has nothing to build from, in a plain `tfds build`; else None."""
+    manual = getattr(download_config, "manual_dir", None)
+    if not manual or not cli.under_tfds_build() or cli.tfds_config_requested():
+      return None
+    root = pathlib.Path(manual)
+
+    def has(kind):
+      return any(ann.find_cognimuse_annotations(root, m, kind) for m in ann.COGNIMUSE_MOVIES)
+    kind = self.builder_config.annotation
+    others = [c.name for c in self.BUILDER_CONFIGS if c.annotation != kind and has(c.annotation)]
+    if has(kind) or not others:
+      return None  # buildable, or nothing is: then the build's own error says why
+    return (f"no {kind} annotation under {root} (it needs {_NEEDS[kind]}); building "
+            f"{', '.join(others)} only. Add them and run with --config={self.builder_config.name}")
 
   def _download_and_prepare(self, dl_manager, download_config):
     # Beam only when the user asked for a pipeline: plain builds need no Beam runner.
@@ -131,6 +170,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return tasks
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    # Under `tfds build`, a problem with the user's files is one line, not a traceback.
+    with cli.tfds_user_errors():
+      return self._splits(dl_manager)
+
+  def _splits(self, dl_manager: tfds.download.DownloadManager):
     tasks = self._tasks(pathlib.Path(dl_manager.manual_dir))
     # Features extracted from videos are cached next to TFDS's downloads, so building
     # the other config (or re-running after a failure) does not extract again.
@@ -154,4 +198,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       # its segments.
       return (beam.Create([task])
               | beam.FlatMap(ann.cognimuse_movie_examples))
-    return ann.cognimuse_movie_examples(task)
+    return cli.tfds_user_errors_in(ann.cognimuse_movie_examples(task))

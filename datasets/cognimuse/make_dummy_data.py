@@ -12,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax.features import FEATURE_DIMS
+from aan_jax.features import PAPER_FEATURE_DIMS
 
 FPS = 25
 
@@ -22,7 +22,7 @@ def write_features(path, n_segments: int, seed: int = 0, seg_s: float = 5.0,
   """An extractor-style .npz; values are low-entropy so the file compresses to a few KB."""
   rng = np.random.default_rng(seed)
   arrays = {}
-  for name, dim in FEATURE_DIMS.items():
+  for name, dim in PAPER_FEATURE_DIMS.items():
     if name == drop:
       continue
     base = rng.integers(0, 4, size=(1, dim)).astype(np.float32)

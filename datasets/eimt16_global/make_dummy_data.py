@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax.features import FEATURE_DIMS
+from aan_jax.features import PAPER_FEATURE_DIMS
 
 TRAIN = {"ACCEDE00000": (2.1, 3.0), "ACCEDE00001": (3.4, 1.9), "ACCEDE00002": (1.5, 4.2)}
 TEST = {"MEDIAEVAL16_00000": (2.8, 2.2), "MEDIAEVAL16_00001": (3.1, 3.3)}
@@ -18,7 +18,7 @@ def write_features(path, parts: int, seed: int):
   rng = np.random.default_rng(seed)
   arrays = {f: np.repeat(rng.integers(0, 4, (1, d)).astype(np.float32) / 4, parts, 0)
                * (1 + np.arange(parts, dtype=np.float32))[:, None]
-            for f, d in FEATURE_DIMS.items()}
+            for f, d in PAPER_FEATURE_DIMS.items()}
   arrays["start_s"] = np.arange(parts, dtype=np.float32) * 8 / parts
   arrays["end_s"] = arrays["start_s"] + 8 / parts
   seg = "excerpt:64" if parts == 1 else f"subsegments:{parts}x16"

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from aan_jax import annotations as ann
-from aan_jax.features import FEATURE_DIMS, FEATURES
+from aan_jax import cli
+from aan_jax.features import FEATURE_DIMS, PAPER_FEATURE_DIMS, FEATURES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     feats = {f: tfds.features.Tensor(shape=(d,), dtype=np.float32)
-             for f, d in FEATURE_DIMS.items()}
+             for f, d in PAPER_FEATURE_DIMS.items()}
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,
         features=tfds.features.FeaturesDict({
@@ -97,6 +98,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return super()._download_and_prepare(dl_manager, download_config)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    # Under `tfds build`, a problem with the user's files is one line, not a traceback.
+    with cli.tfds_user_errors():
+      return self._splits(dl_manager)
+
+  def _splits(self, dl_manager: tfds.download.DownloadManager):
     root = pathlib.Path(dl_manager.manual_dir)
     pats = _PATTERNS[self.builder_config.name]
     files = [p for p in root.rglob("*.txt") if p.is_file()]
@@ -141,4 +147,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if getattr(self, "_use_beam", False):
       beam = tfds.core.lazy_imports.apache_beam
       return beam.Create([task]) | beam.FlatMap(ann.window_examples)
-    return ann.window_examples(task)
+    return cli.tfds_user_errors_in(ann.window_examples(task))

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax.features import FEATURE_DIMS
+from aan_jax.features import PAPER_FEATURE_DIMS
 
 
 def write_windows(path, n: int, seed: int):
@@ -15,7 +15,7 @@ def write_windows(path, n: int, seed: int):
   rng = np.random.default_rng(seed)
   arrays = {f: rng.integers(0, 4, (1, d)).astype(np.float32) / 4
                * (1 + np.arange(n, dtype=np.float32))[:, None]
-            for f, d in FEATURE_DIMS.items()}
+            for f, d in PAPER_FEATURE_DIMS.items()}
   arrays["start_s"] = np.arange(n, dtype=np.float32) * 5
   arrays["end_s"] = arrays["start_s"] + 10
   arrays["metadata"] = np.array(json.dumps({"segmentation": "sliding:10:5",

@@ -20,7 +20,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax.features import FEATURE_DIMS  # noqa: E402
+from aan_jax.features import PAPER_FEATURE_DIMS  # noqa: E402
 
 _builders.hide_gpus()
 eimt16 = _builders.load_module("eimt16_global")
@@ -56,7 +56,7 @@ def _examples(builder, split: str, key: str) -> dict:
 
 def _cached(tmp: pathlib.Path, segmentation: str, stem: str) -> dict:
   with np.load(tmp / "downloads" / "aan_jax_features" / segmentation / f"{stem}.npz") as z:
-    return {f: z[f] for f in FEATURE_DIMS}
+    return {f: z[f] for f in PAPER_FEATURE_DIMS}
 
 
 # ---- EIMT16 Global, config temporal4: one training clip as video, the rest as .npz ----
@@ -93,7 +93,7 @@ def test_eimt16_video_features_are_the_extracted_ones(eimt16_build):
   builder, manual, tmp = eimt16_build
   ex = _examples(builder, "train", "excerpt")
   cached = _cached(tmp, "subsegments_4x16", "ACCEDE00000")  # written by the child extractor
-  for f, d in FEATURE_DIMS.items():
+  for f, d in PAPER_FEATURE_DIMS.items():
     got = ex["ACCEDE00000"][f]
     assert got.shape == (4, d) and got.dtype == np.float32, f
     assert np.isfinite(got).all() and np.abs(got).sum() > 0, f
@@ -134,7 +134,7 @@ def test_liris_video_windows_labels_and_partition(liris_build):
   np.testing.assert_allclose([ex["valence"], ex["arousal"]], [0.1, -0.2], rtol=1e-6)
   assert int(ex["fear"]) == 0
   cached = _cached(tmp, "sliding_10_5", "After_The_Rain")
-  for f, d in FEATURE_DIMS.items():
+  for f, d in PAPER_FEATURE_DIMS.items():
     assert ex[f].shape == (d,) and ex[f].dtype == np.float32, f
     assert np.isfinite(ex[f]).all() and np.abs(ex[f]).sum() > 0, f
     np.testing.assert_array_equal(ex[f], cached[f][0])
