@@ -23,7 +23,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from aan_jax.features import AUDIO_FEATURES, FEATURES, VIDEO_FEATURES
+from aan_jax.features import AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES
 
 # The authors' six files: <fold>_<target>_COGNIMUSE_attention_model_Feature_AAN_<variant>.pth
 _RELEASED = re.compile(r"^(?P<fold>[A-Z]+)_(?P<target>arousal|valence)_COGNIMUSE_attention_model_"
@@ -100,7 +100,7 @@ class Source:
     """The features its models read (for one segmentation, or all), in canonical order."""
     need = {f for m in self.models for f in m.modalities
             if segmentation is None or m.segmentation == segmentation}
-    return tuple(f for f in FEATURES if f in need)
+    return tuple(f for f in FEATURE_DIMS if f in need)  # faces too, last
 
   def describe(self) -> dict:
     return {"name": self.name, "spec": self.spec, "models": [

@@ -20,7 +20,10 @@ import sys
 
 
 from aan_jax import film_report, predict
-from aan_jax.features import FEATURES
+from aan_jax.features import FEATURE_DIMS
+
+# Every feature a model may read, in canonical order: the paper's five, then faces.
+ALL = tuple(FEATURE_DIMS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +54,7 @@ def available_features(weights: dict[str, str]) -> list[str]:
   """The features the extractor can compute with these weight modes (no file is read)."""
   from extract import weights as weights_lib  # pylint: disable=g-import-not-at-top
   out = []
-  for f in FEATURES:
+  for f in ALL:
     if weights.get(f) == "random" or f not in weights_lib.WEIGHT_FILES:
       out.append(f)
       continue
@@ -84,7 +87,7 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
       have = {}  # a damaged cache entry is redone
   if have:
     meta = json.loads(have["metadata"])
-    usable = [f for f in FEATURES if f in have and meta["options"]["weights"].get(f) == weights[f]]
+    usable = [f for f in ALL if f in have and meta["options"]["weights"].get(f) == weights[f]]
   else:
     usable = []
   missing = [f for f in need if f not in usable]
@@ -92,12 +95,15 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
     return have, False
   new = core.extract_file(video, segmentation=seg, features=missing, device=device,
                           weights={f: weights[f] for f in missing}, sha256=sha, progress=progress)
+  if "events" in new:  # the faces extractor's events, found there by the report
+    from extract.faces import save_events  # pylint: disable=g-import-not-at-top
+    save_events(new["events"], cache / f"{pathlib.Path(video).stem}.events.json")
   if usable:
     if len(have["start_s"]) != len(new["start_s"]):
       raise ValueError(f"{path}: cached segments do not match a new extraction; delete it")
     old_meta = json.loads(have["metadata"])
     meta = json.loads(new["metadata"])
-    feats = [f for f in FEATURES if f in usable or f in missing]
+    feats = [f for f in ALL if f in usable or f in missing]
     for k in ("weights", "dims"):
       meta[k] = {**{f: old_meta[k][f] for f in usable}, **meta[k]}
     meta["features"] = feats
@@ -127,7 +133,7 @@ def _random_features(metas: list[dict], used: set) -> list[str]:
     for f, w in m.get("weights", {}).items():
       if f in used and isinstance(w, dict) and w.get("mode") == "random":
         out.add(f)
-  return [f for f in FEATURES if f in out]
+  return [f for f in ALL if f in out]
 
 
 def _versions() -> dict:
@@ -196,7 +202,7 @@ def predict_one(inp: str, sources: list, needs: dict, args, weights: dict, cache
       "media": meta0.get("media"),
       "sources": [s.describe() for s in sources],
       "segmentation": {seg: f for seg, f in needs.items()},
-      "features": sorted(used, key=FEATURES.index),
+      "features": sorted(used, key=ALL.index),
       "weights": {f: m["weights"][f] for m in metas for f in m.get("weights", {}) if f in used},
       "random_weights": random,
       "face_events_file": os.path.basename(faces_path) if faces_path else None,
@@ -225,7 +231,7 @@ def main(argv=None) -> int:
   from extract import core, media  # pylint: disable=g-import-not-at-top
   from extract.weights import WeightsNotFound  # pylint: disable=g-import-not-at-top
   try:
-    weights = core.parse_weights(args.weights, FEATURES)
+    weights = core.parse_weights(args.weights, ALL)
   except ValueError as e:
     print(f"predict: {e}", file=sys.stderr)
     return 2
@@ -233,7 +239,7 @@ def main(argv=None) -> int:
   if videos:
     available = available_features(weights)
   else:  # only .npz inputs: what every one of them holds
-    available = list(FEATURES)
+    available = list(ALL)
     for i in args.inputs:
       try:
         held = set(core.load_npz(i))
@@ -254,12 +260,12 @@ def main(argv=None) -> int:
   for s in sources:
     for seg in s.segmentations:
       need = set(needs.get(seg, [])) | set(s.features(seg))
-      needs[seg] = [f for f in FEATURES if f in need]
+      needs[seg] = [f for f in ALL if f in need]
   for seg in needs:
     media.parse_segmentation(seg)
   if videos:  # a feature the models need but the extractor cannot compute: say so up front
     from extract import weights as weights_lib  # pylint: disable=g-import-not-at-top
-    for f in sorted({f for n in needs.values() for f in n} - set(available), key=FEATURES.index):
+    for f in sorted({f for n in needs.values() for f in n} - set(available), key=ALL.index):
       try:
         weights_lib.resolve(f)
       except WeightsNotFound as e:
