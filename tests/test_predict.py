@@ -216,9 +216,6 @@ def test_cli_workdir_and_released_side_by_side(reference_dir, tmp_path):
   assert "<video" not in page and "video left out" in page
 
 
-@pytest.mark.skipif(not os.environ.get("AAN_SLOW_TESTS"),
-                    reason="trains the synthetic demo (about a minute on a busy 2-core CPU); "
-                           "set AAN_SLOW_TESTS=1")
 def test_synthetic_demo_workdir_band(tmp_path):
   """The engine's own export: the synthetic demo's fold models on an unseen synthetic movie."""
   from aan_jax import synthetic, train
@@ -226,6 +223,7 @@ def test_synthetic_demo_workdir_band(tmp_path):
   from experiments import predict as cli
   c = cognimuse_loo.get_config()
   c.dataset, c.num_epochs, c.plots, c.bootstrap = "synthetic", 2, False, 1
+  c.num_layers, c.modalities, c.batch_size = 1, "audio", 6  # a small program: quick to compile
   c.synthetic.segments_per_movie, c.synthetic.num_movies = 40, 4
   c.compilation_cache = ""
   wd = str(tmp_path / "wd")
