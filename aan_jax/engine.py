@@ -34,7 +34,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aan_jax import metrics
+from aan_jax import layers, metrics
 from aan_jax.data import Corpus
 from aan_jax.features import AUDIO_FEATURES, VIDEO_FEATURES, canonical_modalities
 from aan_jax.protocols import Fold
@@ -44,22 +44,9 @@ RUN_HPARAMS = ("learning_rate", "dropout", "patience", "mse_weight", "pcc_weight
 
 
 def resolve_encoder_impl(setting: str) -> str:
-  """"xla" or "cpu_kernel" for config.encoder_impl."""
+  """"xla" or "cpu_kernel" for config.encoder_impl (aan_jax.kernels.resolve)."""
   from aan_jax import kernels  # pylint: disable=g-import-not-at-top
-  if setting == "xla":
-    return "xla"
-  if setting not in ("auto", "cpu_kernel"):
-    raise ValueError(f"encoder_impl must be 'auto', 'xla' or 'cpu_kernel'; got {setting!r}")
-  on_cpu = jax.default_backend() == "cpu"
-  if setting == "cpu_kernel":
-    if not on_cpu:
-      raise ValueError(f"encoder_impl='cpu_kernel' needs the CPU backend; JAX's default "
-                       f"is {jax.default_backend()!r}: use 'auto' or 'xla'")
-    if not kernels.available():
-      raise RuntimeError(f"encoder_impl='cpu_kernel' but the fused CPU encoder is not "
-                         f"available: {kernels.unavailable_reason()}")
-    return "cpu_kernel"
-  return "cpu_kernel" if on_cpu and kernels.available() else "xla"
+  return kernels.resolve(setting)
 
 
 # ----------------------------------------------------------------------------- models
@@ -117,7 +104,7 @@ def _feature_aan_build(config):
       modalities=mods, d_model=config.d_model, num_heads=config.num_heads,
       num_layers=config.num_layers, dropout=config.dropout,
       attention_dropout=config.dropout, output_dropout=config.dropout,
-      ffn=ffn, output_tanh=tanh, encoder_impl=config.get("_encoder_impl", "xla"))
+      ffn=ffn, output_tanh=tanh)
 
 
 def _feature_aan_init(module, key):
@@ -159,8 +146,7 @@ def _temporal_build(config, feature_layers: int):
       attention_dropout=config.dropout, output_dropout=config.dropout,
       ffn="relu" if config.ffn == "auto" else config.ffn, norm_first=config.norm_first,
       window=config.window, feature_layers=feature_layers,
-      feature_dropout=config.feature_dropout,
-      encoder_impl=config.get("_encoder_impl", "xla") if feature_layers else "xla")
+      feature_dropout=config.feature_dropout)
 
 
 def _temporal_init(module, key):
@@ -518,7 +504,9 @@ def _epoch_impl(plan: Plan, state, data, runs, key):
 def _chunk_impl(plan: Plan, state, data, runs, key, end_epoch):
   """Epochs until `end_epoch` or until every run has stopped."""
   cond = lambda st: (st["epoch"] < end_epoch) & ~jnp.all(st["stopped"])
-  return jax.lax.while_loop(cond, lambda st: _epoch_impl(plan, st, data, runs, key), state)
+  # The encoder implementation is read while tracing: the block is inside the program.
+  with layers.encoder_impl(plan.config.get("_encoder_impl", "xla")):
+    return jax.lax.while_loop(cond, lambda st: _epoch_impl(plan, st, data, runs, key), state)
 
 
 # Looked up at call time (not bound here) so that tests can count traces of _chunk_impl.
@@ -541,8 +529,9 @@ def _init(plan: Plan, key, runs):
 def _predict(plan: Plan, params, data, runs, which: str):
   """(R, n, I) raw outputs of each run's `params` on its test or validation groups."""
   spec, module, _ = plan.parts
-  return _per_run(plan, lambda p, run: _predict_groups(
-      plan, spec, module, p, data, run, run[f"{which}_idx"]))(params, runs)
+  with layers.encoder_impl(plan.config.get("_encoder_impl", "xla")):
+    return _per_run(plan, lambda p, run: _predict_groups(
+        plan, spec, module, p, data, run, run[f"{which}_idx"]))(params, runs)
 
 
 def _prng_impl(name: str):
@@ -582,7 +571,8 @@ class Engine:
     batch = shared_batch_size(config.batch_size, n_valid, np.asarray(train_rows))
     tasks = tuple(corpus.task(t) for t in self.targets)
     dropout_traced = len(set(runs.hparams["dropout"].tolist())) > 1
-    impl = "xla" if dropout_traced else resolve_encoder_impl(config.encoder_impl)
+    # The fused CPU encoder takes per-run (traced) dropout rates too, with XLA's masks.
+    impl = resolve_encoder_impl(config.encoder_impl)
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_PLAN}
     cfg["_encoder_impl"] = impl
     # Per-run values live in the run arrays, not in the program; the modules are built

@@ -130,6 +130,7 @@ class ExportedModel:
   params: dict
   norm_mean: dict
   norm_std: dict
+  encoder_impl: str = "xla"
 
   def predict(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
     """features: name -> (segments, dim), in film order; normalised here as in training."""
@@ -139,23 +140,25 @@ class ExportedModel:
       raise ValueError(f"features must be (segments, dim) per modality; got leading shape {lead}")
     feats = {m: np.asarray(features[m], np.float32) for m in self.modalities}
     normalize = bool(self.metadata.get("normalize", True))
-    raw = np.asarray(_predict_fn(self.metadata["build"]["model"], self.module, normalize)(
+    raw = np.asarray(_predict_fn(self.metadata["build"]["model"], self.module, normalize,
+                                 self.encoder_impl)(
         self.params, feats, np.ones(lead, bool), self.norm_mean, self.norm_std))
     return 1.0 / (1.0 + np.exp(-raw)) if self.task == "binary" else raw
 
 
 @functools.lru_cache(maxsize=32)
-def _predict_fn(kind: str, module, normalize: bool):
+def _predict_fn(kind: str, module, normalize: bool, impl: str = "xla"):
   """The engine's own evaluation of one group, normalisation inside the program as there,
   so that a reloaded model reproduces the engine's test predictions bit for bit."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aan_jax import engine  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine, layers  # pylint: disable=g-import-not-at-top
   spec = engine.get_model_spec(kind)
 
   def run(p, f, v, mean, std):
     if normalize:
       f = {m: (x - mean[m]) / std[m] for m, x in f.items()}
-    return spec.predict_group(module, p, f, v)
+    with layers.encoder_impl(impl):  # read while tracing
+      return spec.predict_group(module, p, f, v)
   return jax.jit(run)
 
 
@@ -183,7 +186,7 @@ def _load_one(directory: str) -> ExportedModel:
   impl = "xla"
   if spec.get("encoder_impl") == "cpu_kernel":
     impl = engine.resolve_encoder_impl("auto")
-  cfg = ml_collections.ConfigDict({**defaults, **build, "_encoder_impl": impl})
+  cfg = ml_collections.ConfigDict({**defaults, **build})
   module = engine.get_model_spec(kind).build(cfg)
   try:
     with np.load(os.path.join(directory, "params.npz"), allow_pickle=False) as z:
@@ -197,7 +200,8 @@ def _load_one(directory: str) -> ExportedModel:
       task=spec.get("task", "regression"), fold=spec.get("fold", ""), modalities=mods,
       segmentation=spec.get("segmentation", "fixed:5"), metadata=spec, module=module,
       params=jax.tree.map(jnp.asarray, tree["params"]),
-      norm_mean=tree.get("norm_mean", {}), norm_std=tree.get("norm_std", {}))
+      norm_mean=tree.get("norm_mean", {}), norm_std=tree.get("norm_std", {}),
+      encoder_impl=impl)
 
 
 def load_models(path: str | os.PathLike) -> list[ExportedModel]:

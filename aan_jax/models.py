@@ -75,15 +75,15 @@ class FeatureAAN(nn.Module):
   output_dropout: float = 0.1     # before the output layer
   ffn: str = "relu"               # "relu" (audio+video) or "tanh_residual" (single-stream)
   output_tanh: bool = False       # tanh on the pooled vector (single-stream models)
-  encoder_impl: str = "xla"       # or "cpu_kernel": the fused CPU encoder (aan_jax.kernels)
 
   @nn.compact
   def __call__(self, features: Mapping[str, jax.Array], deterministic: bool = True):
     x = ModalityTokens(self.modalities, self.d_model, name="tokens")(features)
     lead = x.shape[:-2]
     x = x.reshape((-1,) + x.shape[-2:])  # attention wants one batch axis
+    # Runs as XLA ops or as the fused CPU kernel: see aan_jax.layers.encoder_impl.
     x = Encoder(self.num_layers, self.num_heads, self.dropout, self.attention_dropout,
-                self.ffn, self.encoder_impl, name="encoder")(x, deterministic)
+                self.ffn, name="encoder")(x, deterministic)
     pooled = jnp.mean(x, axis=-2)
     if self.output_tanh:
       pooled = jnp.tanh(pooled)
@@ -133,7 +133,6 @@ class TemporalAAN(nn.Module):
   feature_dropout: float = 0.1  # dropout inside the per-segment feature encoder
   norm_first: bool = True       # decoder sublayers; see the class docstring
   window: int = 5               # L, segments per window (5 COGNIMUSE, 4 EIMT16)
-  encoder_impl: str = "xla"     # the feature encoder's; "cpu_kernel": aan_jax.kernels
 
   @property
   def width(self) -> int:
@@ -144,9 +143,9 @@ class TemporalAAN(nn.Module):
     # autoregressive loop encodes the segments once and re-runs only the decoder.
     self.tokens = ModalityTokens(self.modalities, self.d_model)
     if self.feature_layers:
+      # XLA ops or the fused CPU kernel: see aan_jax.layers.encoder_impl.
       self.feature_encoder = Encoder(self.feature_layers, self.num_heads,
-                                     self.feature_dropout, self.feature_dropout, self.ffn,
-                                     self.encoder_impl)
+                                     self.feature_dropout, self.feature_dropout, self.ffn)
     self.layers = [DecoderLayer(self.num_heads, self.dropout, self.attention_dropout,
                                 self.ffn, self.norm_first) for _ in range(self.num_layers)]
     if self.norm_first:  # post-norm layers already end in a LayerNorm

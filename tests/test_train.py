@@ -131,8 +131,7 @@ def test_a_grid_point_equals_that_setting_trained_alone(sweep):
   # (2e-2, 0.3) must train exactly as a plain run with those settings.
   c, cfg, result, _, _ = sweep
   alone_cfg = tiny_config(num_epochs=4, targets=("arousal", "fear"), protocol="official",
-                          validation_groups=1, learning_rate=2e-2, dropout=0.3,
-                          encoder_impl="xla")
+                          validation_groups=1, learning_rate=2e-2, dropout=0.3)
   # A plain engine with those settings (concrete rates, one program of its own) and the
   # sweep run's PRNG stream (its id) must give the same numbers.
   folds = result.folds

@@ -9,10 +9,14 @@ CPU flags), and registered as an XLA FFI target. Without a compiler, or when the
 fails, `available()` is False with the reason in `unavailable_reason()`, and callers use
 the pure-JAX encoder.
 
-    from aan_jax import kernels
-    if kernels.available():
-      y = kernels.encoder(x, params, seed, num_layers=6, num_heads=2, ffn="relu",
-                          rate=0.1, attention_rate=0.1)
+The models select it at trace time, never by a field (aan_jax.layers.encoder_impl):
+
+    from aan_jax import kernels, layers
+    with layers.encoder_impl(kernels.resolve("auto")):   # "cpu_kernel" on a CPU if it builds
+      y = model.apply(variables, features, deterministic=False, rngs={"dropout": key})
+
+Its dropout masks are the XLA encoder's (aan_jax.layers.encoder_dropout_masks) and its
+rates are operands, so they may be traced (one per run under vmap).
 """
 
 from __future__ import annotations
@@ -136,6 +140,26 @@ def unavailable_reason() -> str:
   return _state.get("reason", "")
 
 
+def resolve(setting: str) -> str:
+  """"xla" or "cpu_kernel" for an engine's `encoder_impl` setting: "auto" uses the kernel
+  when JAX's default backend is the CPU and the kernel builds (AAN_KERNELS=off turns that
+  off), else XLA's encoder; "cpu_kernel" insists (an error saying why it cannot); "xla"."""
+  if setting == "xla":
+    return "xla"
+  if setting not in ("auto", "cpu_kernel"):
+    raise ValueError(f"encoder_impl must be 'auto', 'xla' or 'cpu_kernel'; got {setting!r}")
+  on_cpu = jax.default_backend() == "cpu"
+  if setting == "cpu_kernel":
+    if not on_cpu:
+      raise ValueError(f"encoder_impl='cpu_kernel' needs the CPU backend; JAX's default "
+                       f"is {jax.default_backend()!r}: use 'auto' or 'xla'")
+    if not available():
+      raise RuntimeError(f"encoder_impl='cpu_kernel' but the fused CPU encoder is not "
+                         f"available: {unavailable_reason()}")
+    return "cpu_kernel"
+  return "cpu_kernel" if on_cpu and available() else "xla"
+
+
 def _require() -> None:
   if not available():
     raise RuntimeError(f"the fused CPU encoder is not available: {unavailable_reason()}")
@@ -146,50 +170,51 @@ def layer_size(d_model: int) -> int:
   return 5 * d_model * d_model + 9 * d_model  # 5 matrices, 5 biases, 2 norms' scale and bias
 
 
-def _attrs(num_layers, num_heads, ffn, rate, attention_rate):
+def _attrs(num_layers, num_heads, ffn):
   if ffn not in _FFN:
     raise ValueError(f"unknown feed-forward kind {ffn!r}; use 'relu' or 'tanh_residual'")
   return dict(num_layers=np.int64(num_layers), num_heads=np.int64(num_heads),
-              ffn=np.int64(_FFN[ffn]), rate=np.float32(rate),
-              attn_rate=np.float32(attention_rate), eps=np.float32(_EPS))
+              ffn=np.int64(_FFN[ffn]), eps=np.float32(_EPS))
 
 
-def _fwd_call(x, params, seed, attrs):
+def _fwd_call(x, params, seed, rates, attrs):
   out = jax.ShapeDtypeStruct(x.shape, jnp.float32)
   return jax.ffi.ffi_call("aan_AanEncoderFwd", out, vmap_method="broadcast_all")(
-      x, params, seed, **attrs)
+      x, params, seed, rates, **attrs)
 
 
-def _bwd_call(x, params, seed, dy, attrs):
+def _bwd_call(x, params, seed, rates, dy, attrs):
   outs = (jax.ShapeDtypeStruct(x.shape, jnp.float32),
           jax.ShapeDtypeStruct(params.shape, jnp.float32))
   return jax.ffi.ffi_call("aan_AanEncoderBwd", outs, vmap_method="broadcast_all")(
-      x, params, seed, dy, **attrs)
+      x, params, seed, rates, dy, **attrs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _encoder(x, params, seed, attrs_items):
-  return _fwd_call(x, params, seed, dict(attrs_items))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _encoder(x, params, seed, rates, attrs_items):
+  return _fwd_call(x, params, seed, rates, dict(attrs_items))
 
 
-def _encoder_fwd(x, params, seed, attrs_items):
-  return _fwd_call(x, params, seed, dict(attrs_items)), (x, params, seed)
+def _encoder_fwd(x, params, seed, rates, attrs_items):
+  return _fwd_call(x, params, seed, rates, dict(attrs_items)), (x, params, seed, rates)
 
 
 def _encoder_bwd(attrs_items, res, dy):
-  x, params, seed = res
-  dx, dparams = _bwd_call(x, params, seed, dy, dict(attrs_items))
-  return dx, dparams, np.zeros(seed.shape, jax.dtypes.float0)
+  x, params, seed, rates = res
+  dx, dparams = _bwd_call(x, params, seed, rates, dy, dict(attrs_items))
+  # The rates are hyperparameters: no gradient flows to them.
+  return dx, dparams, np.zeros(seed.shape, jax.dtypes.float0), jnp.zeros_like(rates)
 
 
 _encoder.defvjp(_encoder_fwd, _encoder_bwd)
 
 
 def encoder(x, params, seed, *, num_layers: int, num_heads: int, ffn: str = "relu",
-            rate: float = 0.0, attention_rate: float = 0.0):
+            rate=0.0, attention_rate=0.0):
   """The fused encoder: x (batch, tokens, d) -> (batch, tokens, d), differentiable in x
   and params. params: (num_layers * layer_size(d) + 2 d,) packed as in encoder.cc;
-  seed: uint32 scalar for the dropout masks (ignored when both rates are 0)."""
+  seed: uint32 scalar for the dropout masks (ignored when both rates are 0); rate
+  (residual and feed-forward dropout) and attention_rate: floats or traced scalars."""
   _require()
   x = jnp.asarray(x, jnp.float32)
   if x.ndim != 3:
@@ -199,9 +224,12 @@ def encoder(x, params, seed, *, num_layers: int, num_heads: int, ffn: str = "rel
   if params.shape != (want,):
     raise ValueError(f"params must have shape ({want},) for d_model={d}, "
                      f"{num_layers} layers; got {params.shape}")
-  attrs = _attrs(num_layers, num_heads, ffn, rate, attention_rate)
-  seed = jnp.asarray(seed, jnp.uint32).reshape(1)  # one per run: vmap adds the run axis
-  return _encoder(x, jnp.asarray(params, jnp.float32), seed,
+  attrs = _attrs(num_layers, num_heads, ffn)
+  # One seed and one pair of rates per run: vmap adds the run axis to each.
+  seed = jnp.asarray(seed, jnp.uint32).reshape(1)
+  rates = jnp.stack([jnp.asarray(rate, jnp.float32).reshape(()),
+                     jnp.asarray(attention_rate, jnp.float32).reshape(())])
+  return _encoder(x, jnp.asarray(params, jnp.float32), seed, rates,
                   tuple(sorted(attrs.items())))
 
 

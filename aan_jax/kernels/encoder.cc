@@ -17,15 +17,19 @@
 // Dropout keeps an element when hash(seed, index) < keep * 2^32 (one lowbias32 round over
 // the golden-ratio-scrambled index xor a mixed seed); an element's mask is a pure function
 // of (seed, sample, layer, site, element), so forward and backward agree and a sample's
-// masks do not depend on the batch around it.
+// masks do not depend on the batch around it. The XLA encoder draws these same masks
+// (aan_jax.layers.encoder_dropout_masks, which documents the counters; tested equal), so
+// a seed trains alike on either path.
 //
 // Operand layout (leading "run" axes, e.g. from vmap, are flattened into R):
 //   x       f32 (R, B, T, D)        tokens
 //   params  f32 (R, L * P + 2 D)    per layer its leaves in ravel_pytree order (see
 //                                   LayerOffsets), then the final norm's bias and scale
 //   seed    u32 (R)                 dropout seed per run
-// Attributes: num_layers, num_heads, ffn (0 relu, 1 tanh_residual), rate (residual and
-// feed-forward dropout), attn_rate, eps.
+//   rates   f32 (R, 2)              per run: residual and feed-forward dropout rate, and
+//                                   the attention weights' (operands, so that a sweep
+//                                   trains runs with different rates in one program)
+// Attributes: num_layers, num_heads, ffn (0 relu, 1 tanh_residual), eps.
 
 #include <algorithm>
 #include <cmath>
@@ -100,7 +104,7 @@ struct Dims {
   int64_t R, B, T, D, L, H;
   int64_t P, NP;  // parameters per layer, per run
   int ffn;
-  float rate, attn_rate, eps;
+  float rate, attn_rate, eps;  // the rates: those of the run being computed
 };
 
 // Offsets into one layer's parameters: aan_jax.layers.EncoderLayer's leaves in
@@ -418,15 +422,15 @@ void BackwardGroup(const Dims& d, const float* prm, Workspace& ws, const V* dy, 
 }
 
 ffi::Error ReadDims(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& params,
-                    ffi::Buffer<ffi::U32>& seed, int64_t num_layers, int64_t num_heads,
-                    int64_t ffn, float rate, float attn_rate, float eps, Dims& d) {
+                    ffi::Buffer<ffi::U32>& seed, ffi::Buffer<ffi::F32>& rates,
+                    int64_t num_layers, int64_t num_heads, int64_t ffn, float eps, Dims& d) {
   auto xd = x.dimensions();
   if (xd.size() < 3) return ffi::Error::InvalidArgument("x must be (..., B, T, D)");
   d.D = xd[xd.size() - 1]; d.T = xd[xd.size() - 2]; d.B = xd[xd.size() - 3];
   d.R = 1;
   for (size_t i = 0; i + 3 < xd.size(); ++i) d.R *= xd[i];
   d.L = num_layers; d.H = num_heads; d.ffn = static_cast<int>(ffn);
-  d.rate = rate; d.attn_rate = attn_rate; d.eps = eps;
+  d.rate = 0.f; d.attn_rate = 0.f; d.eps = eps;
   if (d.H <= 0 || d.D % d.H) return ffi::Error::InvalidArgument("D must divide into heads");
   if (d.D > 256 || d.L < 1)
     return ffi::Error::InvalidArgument("the encoder kernel supports 1 <= d_model <= 256");
@@ -436,7 +440,17 @@ ffi::Error ReadDims(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& params,
     return ffi::Error::InvalidArgument("params has the wrong size for these dims");
   if (static_cast<int64_t>(seed.element_count()) != d.R)
     return ffi::Error::InvalidArgument("seed must have one element per run");
+  if (static_cast<int64_t>(rates.element_count()) != 2 * d.R)
+    return ffi::Error::InvalidArgument("rates must have two elements per run");
   return ffi::Error::Success();
+}
+
+// Run r's dims: d with that run's dropout rates.
+inline Dims RunDims(const Dims& d, const float* rates, int64_t r) {
+  Dims dr = d;
+  dr.rate = rates[2 * r];
+  dr.attn_rate = rates[2 * r + 1];
+  return dr;
 }
 
 // Samples b0 .. b0 + kLanes - 1 of one run, lane-major (x[t * D + j][lane]); lanes past B
@@ -465,15 +479,16 @@ inline VU GroupBase(const Dims& d, int64_t b0, int64_t sites) {
 
 template <int64_t kT, int64_t kD, int64_t kH>
 void ForwardAll(const Dims& d, const float* x, const float* params, const uint32_t* seed,
-                float* y) {
+                const float* rates, float* y) {
   Workspace ws(d);
   const int64_t per = d.T * d.D, np = d.NP;
   std::vector<V> xg(per);
   for (int64_t r = 0; r < d.R; ++r) {
     const uint32_t key = RunKey(seed[r]);
+    const Dims dr = RunDims(d, rates, r);
     for (int64_t b0 = 0; b0 < d.B; b0 += kLanes) {
       LoadGroup(x + r * d.B * per, b0, d.B, per, xg.data());
-      ForwardGroup<kT, kD, kH>(d, xg.data(), params + r * np, key, GroupBase(d, b0, ws.sites), ws);
+      ForwardGroup<kT, kD, kH>(dr, xg.data(), params + r * np, key, GroupBase(d, b0, ws.sites), ws);
       StoreGroup(ws.y, b0, d.B, per, y + r * d.B * per);
     }
   }
@@ -481,19 +496,20 @@ void ForwardAll(const Dims& d, const float* x, const float* params, const uint32
 
 template <int64_t kT, int64_t kD, int64_t kH>
 void BackwardAll(const Dims& d, const float* x, const float* params, const uint32_t* seed,
-                 const float* dy, float* dx, float* dparams) {
+                 const float* rates, const float* dy, float* dx, float* dparams) {
   Workspace ws(d);
   const int64_t per = d.T * d.D, np = d.NP;
   std::vector<V> xg(per), dyg(per), dxg(per), acc(np);
   for (int64_t r = 0; r < d.R; ++r) {
     const uint32_t key = RunKey(seed[r]);
+    const Dims dr = RunDims(d, rates, r);
     const float* prm = params + r * np;
     for (auto& v : acc) v = Splat(0.f);
     for (int64_t b0 = 0; b0 < d.B; b0 += kLanes) {
       LoadGroup(x + r * d.B * per, b0, d.B, per, xg.data());
       LoadGroup(dy + r * d.B * per, b0, d.B, per, dyg.data());
-      ForwardGroup<kT, kD, kH>(d, xg.data(), prm, key, GroupBase(d, b0, ws.sites), ws);
-      BackwardGroup<kT, kD, kH>(d, prm, ws, dyg.data(), dxg.data(), acc.data());
+      ForwardGroup<kT, kD, kH>(dr, xg.data(), prm, key, GroupBase(d, b0, ws.sites), ws);
+      BackwardGroup<kT, kD, kH>(dr, prm, ws, dyg.data(), dxg.data(), acc.data());
       StoreGroup(dxg.data(), b0, d.B, per, dx + r * d.B * per);
     }
     for (int64_t i = 0; i < np; ++i) {
@@ -518,31 +534,32 @@ void WithSizes(const Dims& d, F&& f) {
 }
 
 ffi::Error EncoderFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> params,
-                          ffi::Buffer<ffi::U32> seed, ffi::ResultBuffer<ffi::F32> y,
-                          int64_t num_layers, int64_t num_heads, int64_t ffn, float rate,
-                          float attn_rate, float eps) {
+                          ffi::Buffer<ffi::U32> seed, ffi::Buffer<ffi::F32> rates,
+                          ffi::ResultBuffer<ffi::F32> y, int64_t num_layers,
+                          int64_t num_heads, int64_t ffn, float eps) {
   Dims d;
-  ffi::Error err = ReadDims(x, params, seed, num_layers, num_heads, ffn, rate, attn_rate, eps, d);
+  ffi::Error err = ReadDims(x, params, seed, rates, num_layers, num_heads, ffn, eps, d);
   if (err.failure()) return err;
   WithSizes(d, [&](auto t, auto e, auto h) {
     ForwardAll<decltype(t)::value, decltype(e)::value, decltype(h)::value>(
-        d, x.typed_data(), params.typed_data(), seed.typed_data(), y->typed_data());
+        d, x.typed_data(), params.typed_data(), seed.typed_data(), rates.typed_data(),
+        y->typed_data());
   });
   return ffi::Error::Success();
 }
 
 ffi::Error EncoderBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> params,
-                          ffi::Buffer<ffi::U32> seed, ffi::Buffer<ffi::F32> dy,
-                          ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dparams,
-                          int64_t num_layers, int64_t num_heads, int64_t ffn, float rate,
-                          float attn_rate, float eps) {
+                          ffi::Buffer<ffi::U32> seed, ffi::Buffer<ffi::F32> rates,
+                          ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dx,
+                          ffi::ResultBuffer<ffi::F32> dparams, int64_t num_layers,
+                          int64_t num_heads, int64_t ffn, float eps) {
   Dims d;
-  ffi::Error err = ReadDims(x, params, seed, num_layers, num_heads, ffn, rate, attn_rate, eps, d);
+  ffi::Error err = ReadDims(x, params, seed, rates, num_layers, num_heads, ffn, eps, d);
   if (err.failure()) return err;
   WithSizes(d, [&](auto t, auto e, auto h) {
     BackwardAll<decltype(t)::value, decltype(e)::value, decltype(h)::value>(
-        d, x.typed_data(), params.typed_data(), seed.typed_data(), dy.typed_data(),
-        dx->typed_data(), dparams->typed_data());
+        d, x.typed_data(), params.typed_data(), seed.typed_data(), rates.typed_data(),
+        dy.typed_data(), dx->typed_data(), dparams->typed_data());
   });
   return ffi::Error::Success();
 }
@@ -565,8 +582,6 @@ extern "C" int AanDropoutProbe(int64_t n, float rate, uint32_t seed, uint32_t ba
   .Attr<int64_t>("num_layers")         \
       .Attr<int64_t>("num_heads")      \
       .Attr<int64_t>("ffn")            \
-      .Attr<float>("rate")             \
-      .Attr<float>("attn_rate")        \
       .Attr<float>("eps")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AanEncoderFwd, EncoderFwdImpl,
@@ -574,6 +589,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AanEncoderFwd, EncoderFwdImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() AAN_BIND_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AanEncoderBwd, EncoderBwdImpl,
@@ -581,6 +597,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AanEncoderBwd, EncoderBwdImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() AAN_BIND_ATTRS);
