@@ -306,9 +306,9 @@ def test_per_run_rates_under_vmap_equal_each_run_alone_on_both_paths():
   together = {impl: _on(impl, jax.vmap(step, in_axes=(None, 0, 0)))(
       params, jnp.asarray(rates, jnp.float32), keys) for impl in ("cpu_kernel", "xla")}
   _assert_trees_close(together["cpu_kernel"], together["xla"])
-  # Alone: every rate on XLA (rate 0.0 as a Python float skips dropout altogether), and
-  # one on the kernel (the rest follows: the kernel equals XLA under vmap).
-  for impl, i in [("xla", 0), ("xla", 1), ("xla", 2), ("cpu_kernel", 2)]:
+  # Alone, its rate a Python float: 0.0 on XLA (which then skips dropout altogether) and
+  # 0.5 on the kernel; the rest follows, as the kernel equals XLA under vmap.
+  for impl, i in [("xla", 0), ("cpu_kernel", 2)]:
     alone = _on(impl, lambda p, k, r=rates[i]: step(p, r, k))(params, keys[i])
     _assert_trees_close(jax.tree.map(lambda a, i=i: a[i], together[impl]), alone)
   # The rates took effect: the runs' losses differ.
