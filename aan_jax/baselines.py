@@ -107,15 +107,10 @@ def _output(z: jax.Array, task: str, output_range: tuple[float, float]) -> jax.A
 # ------------------------------------------------------------------------------ LSTM
 
 
-def _keras_kernel_init(key, shape, dtype=jnp.float32):
-  return nn.initializers.glorot_uniform()(key, shape, dtype)
-
-
-def _forget_bias_init(hidden: int):
-  # Keras' unit_forget_bias (the thesis' LSTM was Keras): forget gate bias 1, rest 0.
+def _uniform(bound: float):
+  """U(-bound, bound); torch.nn.LSTM draws every weight and bias so, bound 1/sqrt(hidden)."""
   def init(key, shape, dtype=jnp.float32):
-    del key
-    return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
   return init
 
 
@@ -128,9 +123,11 @@ class TorchLSTM(nn.Module):
     i = sigmoid(x W_ii + b_ii + h W_hi + b_hi)    f, o likewise
     g = tanh(x W_ig + b_ig + h W_hg + b_hg)
     c' = f * c + i * g,  h' = o * tanh(c')
-  Initialised as Keras does (the thesis' framework): glorot-uniform input kernels,
-  orthogonal recurrent kernels, forget-gate bias 1. `dropout` acts between layers, as
-  torch's. The carry is {"h": (layers, B, H), "c": (layers, B, H)}: torch's (h_n, c_n).
+  Initialised as torch.nn.LSTM is: every weight and bias uniform in +-1/sqrt(H). (Not
+  Keras' orthogonal recurrent kernels: on this 2-core CPU, jaxlib 0.10.2, a jitted,
+  vmapped init holding two orthogonal inits, i.e. two LAPACK QRs that XLA runs
+  side by side on its thread pool, deadlocked every time: the late-fusion model's
+  engine init.) `dropout` acts between layers, as torch's. The carry is {"h": (layers, B, H), "c": (layers, B, H)}: torch's (h_n, c_n).
   """
   hidden: int = 512
   num_layers: int = 1
@@ -154,10 +151,11 @@ class TorchLSTM(nn.Module):
     for k in range(self.num_layers):
       if k:
         x = Dropout(self.dropout)(x, deterministic=deterministic)
-      w_ih = self.param(f"layer_{k}_kernel_ih", _keras_kernel_init, (x.shape[-1], h4))
-      w_hh = self.param(f"layer_{k}_kernel_hh", nn.initializers.orthogonal(), (self.hidden, h4))
-      b_ih = self.param(f"layer_{k}_bias_ih", _forget_bias_init(self.hidden), (h4,))
-      b_hh = self.param(f"layer_{k}_bias_hh", nn.initializers.zeros, (h4,))
+      init = _uniform(self.hidden ** -0.5)
+      w_ih = self.param(f"layer_{k}_kernel_ih", init, (x.shape[-1], h4))
+      w_hh = self.param(f"layer_{k}_kernel_hh", init, (self.hidden, h4))
+      b_ih = self.param(f"layer_{k}_bias_ih", init, (h4,))
+      b_hh = self.param(f"layer_{k}_bias_hh", init, (h4,))
       # The input side of every segment in one matmul, outside the recurrence: only
       # h W_hh is sequential.
       xw = jnp.swapaxes(x @ w_ih + b_ih + b_hh, 0, 1)                # (T, B, 4H)

@@ -1,6 +1,7 @@
 """The baselines (aan_jax.baselines): torch parity, causality, state across windows, fear."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -309,3 +310,22 @@ def test_class_weighted_fear_head_does_not_collapse_to_one_class():
   # Both classes are predicted, and most fear segments are found at the 0.5 threshold.
   assert 0.5 * test_prevalence < said_fear.mean() < 0.5, said_fear.mean()
   assert said_fear[truth > 0].mean() > 0.5
+
+
+def test_vmapped_init_of_the_late_fusion_model_does_not_hang(tmp_path):
+  """Regression: orthogonal (QR) recurrent inits deadlocked a jitted, vmapped init here."""
+  import subprocess, sys, textwrap  # pylint: disable=g-import-not-at-top,multiple-imports
+  script = textwrap.dedent("""
+      import jax
+      from aan_jax import baselines
+      model = baselines.LateFusionLSTM("all", hidden=64)
+      init = jax.jit(jax.vmap(lambda k: model.init(k, model.dummy_features(1, 1))))
+      jax.block_until_ready(init(jax.random.split(jax.random.key(0), 24)))
+      print("ok")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false "
+             "--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, timeout=240,
+                       capture_output=True, text=True)
+  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
