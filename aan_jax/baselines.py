@@ -118,8 +118,8 @@ class TorchLSTM(nn.Module):
   """A stack of LSTM layers with torch.nn.LSTM's maths, batch first.
 
   Per layer k, parameters `layer_{k}_kernel_ih` (in, 4H), `layer_{k}_kernel_hh` (H, 4H),
-  `layer_{k}_bias_ih` and `layer_{k}_bias_hh` (4H,): torch's weight_ih_lk / weight_hh_lk transposed and its two biases, the
-  4H axis in torch's gate order i, f, g, o:
+  `layer_{k}_bias_ih` and `layer_{k}_bias_hh` (4H,): torch's weight_ih_lk and
+  weight_hh_lk transposed and its two biases, the 4H axis in torch's gate order i, f, g, o:
     i = sigmoid(x W_ii + b_ii + h W_hi + b_hi)    f, o likewise
     g = tanh(x W_ig + b_ig + h W_hg + b_hg)
     c' = f * c + i * g,  h' = o * tanh(c')
