@@ -1,4 +1,4 @@
-"""The field's baselines: the thesis' LSTM (seed 002), Sivaprasad et al.'s late fusion, a linear floor.
+"""The field's baselines: the thesis' LSTM, Sivaprasad et al.'s late fusion, a linear floor.
 
 Every model here maps a film's sequence of segment features to one output per segment and
 shares one call:
@@ -127,7 +127,8 @@ class TorchLSTM(nn.Module):
   Keras' orthogonal recurrent kernels: on this 2-core CPU, jaxlib 0.10.2, a jitted,
   vmapped init holding two orthogonal inits, i.e. two LAPACK QRs that XLA runs
   side by side on its thread pool, deadlocked every time: the late-fusion model's
-  engine init.) `dropout` acts between layers, as torch's. The carry is {"h": (layers, B, H), "c": (layers, B, H)}: torch's (h_n, c_n).
+  engine init.) `dropout` acts between layers, as torch's. The carry is
+  {"h": (layers, B, H), "c": (layers, B, H)}: torch's (h_n, c_n).
   """
   hidden: int = 512
   num_layers: int = 1

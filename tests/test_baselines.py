@@ -108,7 +108,9 @@ def test_import_refuses_what_does_not_fit(tmp_path):
     baselines.import_torch_lstm({k: v.numpy() for k, v in bi.items()})
   sd = {k: v.numpy() for k, v in torch.nn.LSTM(4, 5).state_dict().items()}
   like = baselines.TorchLSTM(hidden=6).init(jax.random.key(0), jnp.zeros((1, 1, 4)))["params"]
-  with pytest.raises(baselines.TorchImportError, match=r"layer_0_kernel_ih has shape \(4, 20\) from the file; the model wants \(4, 24\)"):
+  with pytest.raises(baselines.TorchImportError,
+                     match=r"layer_0_kernel_ih has shape \(4, 20\) from the file; "
+                     r"the model wants \(4, 24\)"):
     baselines.import_torch_lstm(sd, like=like)
   with pytest.raises(baselines.TorchImportError, match="bias_hh_l0"):
     baselines.import_torch_lstm({k: v for k, v in sd.items() if k != "bias_hh_l0"})
@@ -229,7 +231,8 @@ def test_heads_ranges_and_errors():
     baselines.LSTMBaseline(AUDIO, task="fear").init(jax.random.key(0), feats)
   with pytest.raises(ValueError, match="missing modality 'emobase2010'"):
     _init(logit, {"vggish": feats["vggish"]})
-  with pytest.raises(ValueError, match=r"'vggish' has shape \(2, 128\); expected \(batch, segments, 128\)"):
+  with pytest.raises(ValueError,
+                     match=r"'vggish' has shape \(2, 128\); expected \(batch, segments, 128\)"):
     logit.init(jax.random.key(0), {"vggish": feats["vggish"][:, 0],
                                    "emobase2010": feats["emobase2010"]})
 
