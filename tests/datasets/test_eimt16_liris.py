@@ -77,8 +77,16 @@ def test_eimt16_labels_and_shapes(tmp_path):
   assert ex["ACCEDE00000"]["i3d"].shape == (4, 1024)
   test = {e["excerpt"].decode(): e for e in tfds.as_numpy(b.as_dataset(split="test"))}
   np.testing.assert_allclose(test["MEDIAEVAL16_00001"]["arousal"], 3.3, rtol=1e-6)
-  with pytest.raises(ValueError, match="per-example shape"):
-    aan_data.load_tfds("eimt16_global", data_dir=tmp_path)
+  # The engine's reader: each excerpt a group of 4 sub-segments, its label on the last
+  # (sequence-to-one), no invented timestamps, the corpus's own train/test split.
+  corpus = aan_data.load_tfds("eimt16_global", data_dir=tmp_path)
+  assert corpus.group_kind == "excerpt" and corpus.mask.shape == (5, 4)
+  assert corpus.features["i3d"].shape == (5, 4, 1024)
+  g = corpus.groups.index("MEDIAEVAL16_00001")
+  assert corpus.label_mask["arousal"][g].tolist() == [False, False, False, True]
+  np.testing.assert_allclose(corpus.targets["arousal"][g, -1], 3.3, rtol=1e-6)
+  assert np.isnan(corpus.start_s).all()
+  assert set(corpus.splits["test"]) == {"MEDIAEVAL16_00000", "MEDIAEVAL16_00001"}
 
 
 def test_liris_windows_labels_and_official_partition(tmp_path):
