@@ -35,7 +35,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
           IsADirectoryError, NotADirectoryError, ValueError)
 
 
-def _debug_requested(debug: bool | None) -> bool:
+def debug_requested(debug: bool | None) -> bool:
+  """True for --debug in argv (removed there), AAN_DEBUG=1, or `debug`; a traceback is then shown."""
   if "--debug" in sys.argv[1:]:
     # Removed so that the command's own parser never sees it.
     sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
@@ -51,7 +52,7 @@ def _one_line(text: str) -> str:
 
 def run(main: Callable[[], int | None], *, debug: bool | None = None) -> int:
   """Calls main(); user errors print one line `error: ...` (exit 1), Ctrl-C exits 130."""
-  debug = _debug_requested(debug)
+  debug = debug_requested(debug)
   on_interrupt(None)
   try:
     return int(main() or 0)
@@ -85,7 +86,7 @@ def tfds_user_errors() -> Iterator[None]:
   try:
     yield
   except _user_errors() as e:
-    if not under_tfds_build() or _debug_requested(None):
+    if not under_tfds_build() or debug_requested(None):
       raise
     print(f"error: {_one_line(str(e))}", file=sys.stderr)
     raise SystemExit(1) from None

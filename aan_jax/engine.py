@@ -550,7 +550,7 @@ class Engine:
   def __init__(self, corpus: Corpus, config, targets: Sequence[str], runs: Runs,
                early_stopping: str):
     self.config = config
-    spec = get_model_spec(config.model)
+    get_model_spec(config.model)  # an unknown model fails here, before any array moves
     self.targets = tuple(targets)
     for t in self.targets:
       if t not in corpus.targets:

@@ -8,6 +8,7 @@ so every pooled figure in results.json can be recomputed exactly from that file.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from typing import Callable, Sequence
 
@@ -138,20 +139,18 @@ def prediction_table(result, runs_rows: Sequence[int]) -> dict:
 
 
 def write_predictions(path: str, table: dict) -> None:
-  """predictions.csv; float32 values written with 9 significant digits (they round-trip)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(PREDICTION_COLUMNS)
-    n = len(table["run"])
-    fmt = lambda x: "" if math.isnan(x) else f"{x:.9g}"
-    for i in range(n):
-      w.writerow([table["run"][i], table["fold"][i], table["group"][i], int(table["item"][i]),
-                  fmt(float(table["start_s"][i])), fmt(float(table["end_s"][i])),
-                  table["target"][i], fmt(float(table["truth"][i])),
-                  fmt(float(table["prediction"][i]))])
-  import os  # pylint: disable=g-import-not-at-top
-  os.replace(tmp, path)
+  """predictions.csv (atomically); float32 values with 9 significant digits (they round-trip)."""
+  from aan_jax import atomic  # pylint: disable=g-import-not-at-top
+  buf = io.StringIO(newline="")
+  w = csv.writer(buf)
+  w.writerow(PREDICTION_COLUMNS)
+  fmt = lambda x: "" if math.isnan(x) else f"{x:.9g}"
+  for i in range(len(table["run"])):
+    w.writerow([table["run"][i], table["fold"][i], table["group"][i], int(table["item"][i]),
+                fmt(float(table["start_s"][i])), fmt(float(table["end_s"][i])),
+                table["target"][i], fmt(float(table["truth"][i])),
+                fmt(float(table["prediction"][i]))])
+  atomic.write_file(path, buf.getvalue())
 
 
 def read_predictions(path: str) -> dict:

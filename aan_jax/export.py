@@ -22,6 +22,8 @@ from typing import Mapping
 
 import numpy as np
 
+from aan_jax import atomic
+
 FORMAT = "aan_jax.export/1"
 # What `python -m extract --segmentation` must produce for a model trained on each corpus.
 SEGMENTATION = {"cognimuse": "fixed:5", "liris_accede_continuous": "sliding:10:5",
@@ -75,9 +77,8 @@ def save_model(directory: str, *, config: Mapping, params, norm_mean: Mapping,
   os.replace(tmp, os.path.join(directory, "params.npz"))
   spec = {"format": FORMAT, "build": {k: config[k] for k in _BUILD_KEYS if k in config},
           **meta}
-  with open(os.path.join(directory, "model.json.tmp"), "w") as f:
-    json.dump(spec, f, indent=1, default=lambda x: list(x) if isinstance(x, tuple) else str(x))
-  os.replace(os.path.join(directory, "model.json.tmp"), os.path.join(directory, "model.json"))
+  atomic.write_file(os.path.join(directory, "model.json"), json.dumps(
+      spec, indent=1, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
   return directory
 
 
@@ -110,9 +111,8 @@ def export_result(result, summary: dict, directory: str) -> list[str]:
                  norm_mean={m: result.norm["mean"][m][r] for m in mods},
                  norm_std={m: result.norm["std"][m][r] for m in mods}, meta=meta)
       entries.append({k: meta[k] for k in ("name", "target", "task", "fold", "seed")} | {"path": rel})
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, "index.json"), "w") as f:
-    json.dump({"format": FORMAT, "models": entries}, f, indent=1)
+  atomic.write_file(os.path.join(directory, "index.json"),
+                    json.dumps({"format": FORMAT, "models": entries}, indent=1))
   return [e["path"] for e in entries]
 
 

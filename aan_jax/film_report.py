@@ -6,11 +6,10 @@ import csv
 import html
 import io
 import json
-import os
-import tempfile
 from typing import Sequence
 
 
+from aan_jax import atomic
 from aan_jax.predict import Curve
 
 # Colours per source (matplotlib's tab10, also used by the HTML page).
@@ -18,22 +17,8 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def write_file(path: str, data: bytes | str) -> None:
-  """A temp file in the same folder, then os.replace: no half-written output."""
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data.encode() if isinstance(data, str) else data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+# Re-exported: the CLI writes its outputs with it.
+write_file = atomic.write_file
 
 
 def column_name(curve: Curve, single_source: bool) -> str:

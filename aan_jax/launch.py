@@ -45,19 +45,13 @@ def jaxlib_version() -> tuple[int, ...]:
     return (0, 0)
 
 
-def _debug() -> bool:
-  if "--debug" in sys.argv:
-    sys.argv.remove("--debug")
-    return True
-  return os.environ.get("AAN_DEBUG", "") not in ("", "0")
-
-
 def main(get_config, run, workdir_help: str = "Where results, models, plots and checkpoints go."):
   """Parses --config.* and --workdir, then `run(config, workdir)`; user errors print one line
   (AAN_DEBUG=1 or --debug shows the traceback)."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  debug = _debug()
+  from aan_jax import cli  # pylint: disable=g-import-not-at-top
+  debug = cli.debug_requested(None)  # --debug (removed from argv) or AAN_DEBUG=1
   config_flags.DEFINE_config_dict("config", get_config(), lock_config=True)
   flags.DEFINE_string("workdir", None, workdir_help)
 
@@ -85,7 +79,8 @@ def main(get_config, run, workdir_help: str = "Where results, models, plots and 
           print(f"error: {line}", file=sys.stderr)
       else:  # one line, then any hint the message carries
         print(f"error: {lines[0]}", file=sys.stderr)
-        print("\n".join(lines[1:]), file=sys.stderr) if len(lines) > 1 else None
+        if len(lines) > 1:
+          print("\n".join(lines[1:]), file=sys.stderr)
       sys.exit(1)
 
   app.run(_main)

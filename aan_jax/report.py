@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import sys
+import time
 
 import numpy as np
 
@@ -107,13 +108,6 @@ def format_results(out: dict) -> str:
   return "\n".join(lines)
 
 
-def format_table(summary: dict, model: str, modalities, dataset: str) -> str:
-  """The table of one experiment's summary (see format_results)."""
-  out = dict(summary, model=model, modalities=modality_label(modalities), dataset=dataset)
-  out.setdefault("targets", [t for t in ("arousal", "valence", "fear") if t in summary])
-  return format_results(out)
-
-
 def format_comparison(results: dict, modalities, dataset: str, paper: bool = False) -> str:
   """Several models' pooled figures side by side (Table I's layout), with intervals.
 
@@ -141,8 +135,6 @@ class Progress:
   """Epochs done and runs still training, on stderr (tqdm when installed)."""
 
   def __init__(self, total: int):
-    import sys, time  # pylint: disable=g-import-not-at-top,multiple-imports
-    self._sys, self._time = sys, time
     self.t0 = time.time()
     try:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -164,7 +156,7 @@ class Progress:
       self.bar.set_postfix_str(msg)
     else:
       print(f"epoch {p['epoch']}/{p['num_epochs']}: {msg} "
-            f"({self._time.time() - self.t0:.0f} s)", file=self._sys.stderr, flush=True)
+            f"({time.time() - self.t0:.0f} s)", file=sys.stderr, flush=True)
     self.done = p["epoch"]
 
   def close(self):
@@ -173,14 +165,11 @@ class Progress:
 
 
 def write_results(path: str, summary: dict, extra: dict) -> dict:
-  """Writes results.json: pooled and per-movie figures, early-stopping mode, timing."""
+  """Writes results.json (atomically): the summary's figures, then `extra` (config, timings)."""
+  from aan_jax import atomic  # pylint: disable=g-import-not-at-top
   out = dict(summary)
   out.update(extra)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(out, f, indent=1, default=_jsonable)
-  os.replace(tmp, path)
+  atomic.write_file(path, json.dumps(out, indent=1, default=_jsonable))
   return out
 
 

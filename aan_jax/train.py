@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import sys
@@ -559,16 +558,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "
         f"tensorboard/ ({out['seconds']:.1f} s in all)", file=sys.stderr)
   return out
-
-
-# Older name kept for notebooks: leave one movie out over a movie corpus.
-def train_loo(corpus: Corpus, config, workdir: str | None = None, progress=None) -> Result:
-  return train(corpus, config, workdir, progress)
-
-
-def results_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
 
 
 __all__ = ["get_config", "resolve", "validate", "train", "evaluate", "train_and_evaluate",

@@ -14,9 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
@@ -298,18 +296,8 @@ def segment_features(times, boxes, probs, frame_area, start_s, end_s) -> np.ndar
 
 
 def save_events(events: list[dict], path) -> None:
-  """Writes the events JSON list atomically (temp file in the same folder, then rename)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:  # one event a line: readable, and diffs stay small
-      f.write("[\n" + ",\n".join(json.dumps(e) for e in events) + ("\n]\n" if events else "]\n"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  """Writes the events JSON list atomically (aan_jax.atomic), one event a line: readable,
+  and diffs stay small."""
+  from aan_jax import atomic  # pylint: disable=g-import-not-at-top
+  atomic.write_file(path, "[\n" + ",\n".join(json.dumps(e) for e in events)
+                    + ("\n]\n" if events else "]\n"))
