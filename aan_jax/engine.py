@@ -69,6 +69,15 @@ class ModelSpec:
     group in evaluation mode; features name -> (I, dim), normalised; valid (I,) marks real
     items (a temporal model runs its autoregressive loop here).
   dropout_fields: the module fields set to a run's dropout rate.
+
+  Sequential (stateful) models set `sequential`: the engine then trains them film by film
+  (`_train_sequential`: batch rows are groups, each step a window of `config.window`
+  consecutive items, the carry threaded between a row's windows) instead of on shuffled
+  items, and `batch_inputs`/`train_predict` are not used. They also get one program per
+  task (their head differs: tanh or logit), built with config["_task"].
+  init_carry(module, batch) -> carry before a group's first item (a pytree, or None).
+  train_window(module, params, features, carry, mask, key) -> ((B, W) raw outputs, carry),
+    training mode; features name -> (B, W, dim) normalised, mask (B, W) real items.
   """
   build: Callable[[ml_collections.ConfigDict], nn.Module]
   init: Callable[[nn.Module, jax.Array], Any]
@@ -77,6 +86,9 @@ class ModelSpec:
   predict_group: Callable[..., jax.Array]
   label: str = ""
   dropout_fields: tuple[str, ...] = ("dropout", "attention_dropout", "output_dropout")
+  sequential: bool = False
+  init_carry: Callable[..., Any] | None = None
+  train_window: Callable[..., Any] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -188,6 +200,66 @@ register_model("feature_temporal_aan", ModelSpec(
     lambda c: _temporal_build(c, feature_layers=c.num_layers), _temporal_init,
     _temporal_inputs, _temporal_train, _temporal_predict, label="Feature+Temporal AAN",
     dropout_fields=_TEMPORAL_DROPOUT))
+
+
+# The field's baselines (aan_jax.baselines): recurrent (or per-item) models over a group's
+# sequence of items, trained statefully on consecutive windows (`_train_sequential`) and
+# evaluated on the whole group at once from a zero state.
+
+
+def output_range(config) -> tuple[float, float]:
+  """config.output_range "lo,hi" ("" = (-1, 1)): where a regression tanh head maps to."""
+  text = str(config.get("output_range", "") or "").strip()
+  if not text:
+    return (-1.0, 1.0)
+  lo, hi = (float(x) for x in text.split(","))
+  return (lo, hi)
+
+
+def _baseline_build(kind: str):
+  def build(config):
+    from aan_jax import baselines  # pylint: disable=g-import-not-at-top
+    mods = canonical_modalities(config.modalities)
+    task = config.get("_task", "regression")
+    if task not in baselines.TASKS:
+      raise ValueError(f"unknown task {task!r}; expected one of {baselines.TASKS}")
+    if kind == "linear":
+      return baselines.LinearBaseline(mods, dropout=config.dropout, task=task)
+    cls = baselines.LSTMBaseline if kind == "lstm" else baselines.LateFusionLSTM
+    return cls(mods, projection=config.get("projection", 8), hidden=config.get("hidden", 512),
+               num_layers=config.get("lstm_layers", 1), input_dropout=config.dropout,
+               dropout=config.dropout, task=task, output_range=output_range(config))
+  return build
+
+
+def _baseline_init(module, key):
+  return module.init(key, module.dummy_features(1, 1))["params"]
+
+
+def _baseline_carry(module, batch):
+  return module.initial_carry(batch)
+
+
+def _baseline_window(module, params, features, carry, mask, key):
+  return module.apply({"params": params}, features, carry, deterministic=False, mask=mask,
+                      rngs={"dropout": key})
+
+
+def _baseline_predict(module, params, features, valid):
+  # The whole group in one call from the zero state; padding leaves the state untouched.
+  out, _ = module.apply({"params": params}, {m: x[None] for m, x in features.items()},
+                        None, True, valid[None])
+  return out[0]
+
+
+for _kind, _label, _fields in (("lstm", "LSTM", ("input_dropout", "dropout")),
+                               ("lstm_late_fusion", "LSTM, late fusion",
+                                ("input_dropout", "dropout")),
+                               ("linear", "Linear", ("dropout",))):
+  register_model(_kind, ModelSpec(
+      _baseline_build(_kind), _baseline_init, None, None, _baseline_predict, label=_label,
+      dropout_fields=_fields, sequential=True, init_carry=_baseline_carry,
+      train_window=_baseline_window))
 
 
 # ------------------------------------------------------------------------------- runs
@@ -344,6 +416,7 @@ class Plan:
   normalize: bool
   early_stopping: str        # "validation" | "held_out" | "off"
   num_devices: int = 1       # the run axis is split over this many local devices
+  window: int = 0            # > 0: sequential epoch, items per window (steps = passes x windows)
 
   @functools.cached_property
   def config(self):
@@ -419,11 +492,9 @@ def _predict_groups(plan: Plan, spec, module, params, data, run, idx):
   return jax.vmap(one)(idx)
 
 
-def _epoch_impl(plan: Plan, state, data, runs, key):
-  """One epoch for every run that has not stopped; then its early-stopping update."""
+def _train_items(plan: Plan, state, data, runs, k_perm, k_drop, active):
+  """The epoch's steps over shuffled items (every model but the sequential ones)."""
   spec, module, tx = plan.parts
-  epoch = state["epoch"]
-  k_perm, k_drop = jax.random.split(jax.random.fold_in(key, epoch))
   items, b, steps = plan.num_items, plan.batch, plan.steps
   valid = data["row_ok"]
   # Usable rows first, in random order; the others sort last and are never used.
@@ -433,7 +504,6 @@ def _epoch_impl(plan: Plan, state, data, runs, key):
     order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
   order = order[:steps * b].reshape(steps, b)
   real = (jnp.arange(steps * b) < plan.n_valid).reshape(steps, b)
-  active = ~state["stopped"]
 
   # Parameters travel through the epoch as one flat vector per run, so that Adam and the
   # stopped-run select are a few ops on one array rather than a few per leaf (~100 leaves
@@ -471,6 +541,99 @@ def _epoch_impl(plan: Plan, state, data, runs, key):
       step, (flat, state["opt_state"]), (order, real, jnp.arange(steps)))
   params = jax.vmap(unravel)(flat)
   train_loss = jnp.mean(losses, axis=0)
+  return params, opt_state, train_loss
+
+
+def _train_sequential(plan: Plan, state, data, runs, k_perm, k_drop, active):
+  """The epoch of a stateful model: batch rows are groups (films), each step a window.
+
+  The usable groups are shuffled and taken `plan.batch` at a time (one pass each); a pass
+  walks its groups from their first item in windows of `plan.window` consecutive items,
+  one optimizer step per window. Each run keeps its own carry per row, passed from one
+  window to the next through `jax.lax.stop_gradient` (truncated backpropagation through
+  time), zeroed at the pass's start (each row starts a film) and left unchanged on padding
+  past a group's end. A run's loss weighs its training groups' labelled items only, so
+  its validation and test groups (run through for the carry's sake) weigh zero; a window
+  in which a run has nothing to train on leaves its parameters and optimizer untouched
+  (no Adam step on a zero gradient). The train loss is the mean over the windows trained.
+  """
+  spec, module, tx = plan.parts
+  items, b, w = plan.num_items, plan.batch, plan.window
+  per_pass = -(-items // w)
+  passes = plan.steps // per_pass
+  film_ok = data["film_ok"]
+  order = jnp.argsort(jnp.where(film_ok, jax.random.uniform(k_perm, film_ok.shape), 2.0))
+  pad = passes * b - order.shape[0]
+  if pad > 0:
+    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
+  order = order[:passes * b].reshape(passes, b)
+  real = (jnp.arange(passes * b) < plan.n_valid).reshape(passes, b)
+  rows_at = jnp.repeat(order, per_pass, axis=0)                  # (steps, b)
+  real_at = jnp.repeat(real, per_pass, axis=0)
+  start_at = jnp.tile(jnp.arange(per_pass, dtype=jnp.int32) * w, passes)   # (steps,)
+  mods = tuple(data["features"])
+
+  _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], state["params"]))
+  n_runs = active.shape[0]
+  carry0 = jax.tree.map(lambda a: jnp.zeros((n_runs,) + a.shape, a.dtype),
+                        jax.eval_shape(lambda: spec.init_carry(module, b)))
+
+  def step(carry, xs):
+    flat, opt_state, rnn = carry
+    rows, row_ok, s0, i = xs
+    idx = s0 + jnp.arange(w)
+    inside = idx < items
+    idx = jnp.minimum(idx, items - 1)
+    at = (rows[:, None], idx[None, :])                            # (b, w) gathers
+    feats = {m: data["features"][m][at] for m in mods}           # once for all runs
+    seg_ok = data["mask"][at] & inside[None, :] & row_ok[:, None]
+    y_all = data["targets"][(slice(None),) + at]
+    lab_all = data["label_mask"][(slice(None),) + at]
+
+    def one(flat, opt_state, rnn, run, act):
+      wt = run["train_weight"][rows][:, None] * seg_ok * lab_all[run["target"]]
+      y = y_all[run["target"]]
+      k = jax.random.fold_in(jax.random.fold_in(k_drop, i), run["run_id"])
+      mod = _run_module(plan, spec, module, run)
+      x = _normalize(plan, feats, run)
+      # Truncated BPTT: the carry enters as a constant; a pass's first window starts at zero.
+      rnn_in = jax.tree.map(lambda c: jnp.where(s0 == 0, jnp.zeros_like(c), c),
+                            jax.lax.stop_gradient(rnn))
+
+      def loss_fn(p):
+        out, new = spec.train_window(mod, p, x, rnn_in, seg_ok, k)
+        return _task_loss(plan, out.reshape(-1), y.reshape(-1), wt.reshape(-1), run), new
+
+      (loss, new_rnn), grads = jax.value_and_grad(loss_fn, has_aux=True)(unravel(flat))
+      grads = ravel_pytree(grads)[0]
+      updates, new_opt = tx.update(grads, opt_state, flat)
+      new_flat = optax.apply_updates(flat, updates)
+      trained = act & (jnp.sum(wt) > 0)
+      return (jnp.where(trained, new_flat, flat), _tree_where(trained, new_opt, opt_state),
+              new_rnn, jnp.where(trained, loss, 0.0), trained)
+
+    flat, opt_state, rnn, loss, trained = _per_run(plan, one)(
+        flat, opt_state, rnn, runs, active)
+    return (flat, opt_state, rnn), (loss, trained)
+
+  flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state["params"])
+  (flat, opt_state, _), (losses, trained) = jax.lax.scan(
+      step, (flat, state["opt_state"], carry0),
+      (rows_at, real_at, start_at, jnp.arange(plan.steps)))
+  params = jax.vmap(unravel)(flat)
+  n = jnp.sum(trained, axis=0)
+  train_loss = jnp.where(n > 0, jnp.sum(losses, axis=0) / jnp.maximum(n, 1), jnp.nan)
+  return params, opt_state, train_loss
+
+
+def _epoch_impl(plan: Plan, state, data, runs, key):
+  """One epoch for every run that has not stopped; then its early-stopping update."""
+  spec, module, _ = plan.parts
+  epoch = state["epoch"]
+  k_perm, k_drop = jax.random.split(jax.random.fold_in(key, epoch))
+  active = ~state["stopped"]
+  train = _train_sequential if spec.sequential else _train_items
+  params, opt_state, train_loss = train(plan, state, data, runs, k_perm, k_drop, active)
 
   if plan.early_stopping == "off":
     val = jnp.full_like(train_loss, jnp.nan)
@@ -550,7 +713,7 @@ class Engine:
   def __init__(self, corpus: Corpus, config, targets: Sequence[str], runs: Runs,
                early_stopping: str):
     self.config = config
-    get_model_spec(config.model)  # an unknown model fails here, before any array moves
+    spec = get_model_spec(config.model)  # an unknown model fails here, before any array moves
     self.targets = tuple(targets)
     for t in self.targets:
       if t not in corpus.targets:
@@ -566,10 +729,27 @@ class Engine:
     label_mask = np.stack([corpus.label_mask[t] for t in self.targets])
     row_ok = (corpus.mask & label_mask.any(0)).reshape(-1)
     n_valid = int(row_ok.sum())
-    train_rows = [float(((runs.train_weight[r] > 0)[:, None]
-                         & label_mask[runs.target[r]]).sum()) for r in range(len(runs))]
-    batch = shared_batch_size(config.batch_size, n_valid, np.asarray(train_rows))
     tasks = tuple(corpus.task(t) for t in self.targets)
+    window = 0
+    if spec.sequential:
+      # Batch rows are groups: `batch_size` training groups per run and step on average.
+      film_ok = row_ok.reshape(g, items).any(1)
+      n_valid = int(film_ok.sum())
+      train_films = [float(((runs.train_weight[r] > 0) & label_mask[runs.target[r]].any(1)
+                            ).sum()) for r in range(len(runs))]
+      batch = min(n_valid, shared_batch_size(config.batch_size, n_valid,
+                                             np.asarray(train_films)))
+      window = max(1, min(int(config.window), items))
+      steps = math.ceil(n_valid / batch) * math.ceil(items / window)
+      run_tasks = sorted({tasks[t] for t in runs.target})
+      if len(run_tasks) != 1:
+        raise ValueError(f"model {config.model!r} trains one task per program; these runs "
+                         f"mix {run_tasks} (aan_jax.train.train groups them by task)")
+    else:
+      train_rows = [float(((runs.train_weight[r] > 0)[:, None]
+                           & label_mask[runs.target[r]]).sum()) for r in range(len(runs))]
+      batch = shared_batch_size(config.batch_size, n_valid, np.asarray(train_rows))
+      steps = math.ceil(n_valid / batch)
     dropout_traced = len(set(runs.hparams["dropout"].tolist())) > 1
     # The fused CPU encoder takes per-run (traced) dropout rates too, with XLA's masks.
     impl = resolve_encoder_impl(config.encoder_impl)
@@ -580,10 +760,13 @@ class Engine:
     for k in RUN_HPARAMS:
       cfg.pop(k, None)
     cfg["dropout"] = float(runs.hparams["dropout"][0])
+    if spec.sequential:
+      cfg["_task"] = run_tasks[0]  # the head: tanh for regression, a logit for binary
     self.mesh = self._mesh(len(runs))
     self.plan = Plan(json.dumps(cfg, sort_keys=True, default=list), g, items, batch,
-                     math.ceil(n_valid / batch), n_valid, tasks, dropout_traced,
-                     bool(config.normalize), early_stopping, self.mesh.devices.size)
+                     steps, n_valid, tasks, dropout_traced,
+                     bool(config.normalize), early_stopping, self.mesh.devices.size,
+                     window)
     rep = NamedSharding(self.mesh, P())
     self.run_sharding = NamedSharding(self.mesh, P("runs"))
     targets_arr = np.stack([np.where(corpus.label_mask[t], corpus.targets[t], 0.0)
@@ -592,6 +775,7 @@ class Engine:
         "features": {k: corpus.features[k] for k in mods},
         "targets": targets_arr, "label_mask": label_mask, "mask": corpus.mask,
         "row_ok": row_ok,
+        **({"film_ok": row_ok.reshape(g, items).any(1)} if spec.sequential else {}),
     }, rep)
     self.norm = normalisation(corpus, mods, runs.train_weight, bool(config.normalize))
     pos_weight = np.ones(len(runs), np.float32)

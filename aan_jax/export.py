@@ -29,7 +29,8 @@ FORMAT = "aan_jax.export/1"
 SEGMENTATION = {"cognimuse": "fixed:5", "liris_accede_continuous": "sliding:10:5",
                 "synthetic": "fixed:5", "synthetic_excerpts": "excerpt:64"}
 _BUILD_KEYS = ("model", "modalities", "d_model", "num_heads", "num_layers", "ffn", "window",
-               "norm_first", "feature_dropout", "dropout")
+               "norm_first", "feature_dropout", "dropout", "hidden", "projection",
+               "lstm_layers", "output_range", "_task")
 
 
 class ExportError(ValueError):
@@ -97,6 +98,7 @@ def export_result(result, summary: dict, directory: str) -> list[str]:
       cfg = dict(result.config)
       cfg.update({k: (int(v[r]) if k == "patience" else float(v[r]))
                   for k, v in runs.hparams.items()})
+      cfg["_task"] = c.task(target)  # a sequential baseline's head (tanh or logit)
       params = jax.tree.map(lambda x, rr=r: np.asarray(x[rr]), result.best_params)
       mods = list(result.norm["mean"])
       meta = {"name": runs.names[r], "target": target, "task": c.task(target), "fold": fold,
@@ -180,14 +182,19 @@ def _load_one(directory: str) -> ExportedModel:
   if kind not in engine.MODELS:
     raise ExportError(f"{spec_path}: unknown model kind {kind!r}")
   defaults = {"ffn": "auto", "window": 5, "norm_first": True, "feature_dropout": 0.1,
-              "dropout": 0.1, "d_model": 8, "num_heads": 2, "num_layers": 6}
+              "dropout": 0.1, "d_model": 8, "num_heads": 2, "num_layers": 6, "hidden": 512,
+              "projection": 8, "lstm_layers": 1, "output_range": "",
+              "_task": spec.get("task", "regression")}
   # The encoder the engine evaluated the model with, where this machine has it (the fused
   # CPU kernel rounds differently from XLA's encoder, within float32 rounding).
   impl = "xla"
   if spec.get("encoder_impl") == "cpu_kernel":
     impl = engine.resolve_encoder_impl("auto")
   cfg = ml_collections.ConfigDict({**defaults, **build})
-  module = engine.get_model_spec(kind).build(cfg)
+  try:
+    module = engine.get_model_spec(kind).build(cfg)
+  except (TypeError, ValueError) as e:
+    raise ExportError(f"{spec_path}: cannot build the model from its settings ({e})") from None
   try:
     with np.load(os.path.join(directory, "params.npz"), allow_pickle=False) as z:
       flat = {k: z[k] for k in z.files}

@@ -83,6 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.window = 5                  # segments per window (5 COGNIMUSE, 4 EIMT16)
   c.norm_first = True           # released layout; False: post-norm as the paper's text
   c.feature_dropout = 0.1       # Feature+Temporal: dropout inside the feature encoder
+  # Baselines (lstm, lstm_late_fusion, linear), trained statefully on consecutive windows of
+  # `window` items per group (the carry passed on, truncated backpropagation):
+  c.hidden = 512                # LSTM cells (per modality group for lstm_late_fusion)
+  c.projection = 8              # per-modality Dense before the LSTM; 0: the raw features
+  c.lstm_layers = 1
+  c.output_range = ""           # "lo,hi" of the tanh head; "" = the dataset's (EIMT16 1,5)
   c.seed = 0
   c.seeds = 1                   # runs per fold with seeds seed, seed+1, ...
   c.checkpoint_every = 5        # epochs per compiled chunk (checkpoint + progress)
@@ -111,12 +117,18 @@ MODEL_PRESETS = {
     "feature_aan": {"learning_rate": 5e-4, "dropout": 0.1, "num_epochs": 500},
     "temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
     "feature_temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
+    # The thesis (seed 002, 4.4-4.5): Adam at 1e-3 (1e-4 also good), dropout 0.5; it trained
+    # 50 epochs for lack of time, we allow 200 with the usual early stopping.
+    "lstm": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 200},
+    "lstm_late_fusion": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 200},
+    "linear": {"learning_rate": 1e-3, "dropout": 0.0, "num_epochs": 200},
 }
 DATASET_PRESETS = {
     "cognimuse": {"patience": 30, "batch_size": 30, "window": 5},
     # EIMT16 (section IV-B): lr 0.01, batch 40 for arousal and 20 for valence, window 4.
     "eimt16_global": {"patience": 30, "learning_rate": 1e-2, "batch_size": 30,
-                      "target_batch_size": "arousal:40,valence:20", "window": 4},
+                      "target_batch_size": "arousal:40,valence:20", "window": 4,
+                      "output_range": "1,5"},
     "liris_accede_continuous": {"patience": 30, "batch_size": 30, "window": 5},
     "synthetic": {"batch_size": 30, "window": 5},
 }
@@ -146,6 +158,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for k in _UNSET:
       if config.get(k) is None:
         config[k] = preset.get(k, defaults[k])
+    if not str(config.get("output_range", "") or "").strip():
+      config.output_range = preset.get("output_range", "")
   return config
 
 
@@ -203,9 +217,17 @@ def validate(config) -> None:
   for t in targets:
     need(t in TARGETS, f"targets: unknown {t!r}; use some of {list(TARGETS)}")
   for k in ("num_epochs", "batch_size", "num_layers", "num_heads", "d_model", "window",
-            "seeds", "checkpoint_every", "bootstrap"):
+            "seeds", "checkpoint_every", "bootstrap", "hidden", "lstm_layers"):
     v = config[k]
     need(isinstance(v, int) and v >= 1, f"{k}: must be a whole number >= 1; got {v!r}")
+  need(isinstance(config.projection, int) and config.projection >= 0,
+       f"projection: must be a whole number >= 0; got {config.projection!r}")
+  try:
+    lo, hi = eng.output_range(config)
+    need(math.isfinite(lo) and math.isfinite(hi) and lo < hi,
+         f"output_range: {config.output_range!r} is not lo,hi with lo < hi")
+  except ValueError:
+    problems.append(f"output_range: {config.output_range!r} is not two numbers lo,hi")
   need(isinstance(config.patience, int) and config.patience >= 0,
        f"patience: must be a whole number >= 0; got {config.patience!r}")
   if isinstance(config.d_model, int) and isinstance(config.num_heads, int) and config.num_heads >= 1:
@@ -306,9 +328,13 @@ def train(corpus: Corpus, config, workdir: str | None = None,
   points = sweep_points(config)
   runs = eng.make_runs(targets, folds, len(corpus.groups), points, config.seeds)
   sizes = target_batch_sizes(config)
-  by_size: dict[int, list[int]] = {}
+  # One program per batch size; a sequential model's head depends on the task, so its
+  # programs are per task too.
+  per_task = eng.get_model_spec(config.model).sequential
+  by_size: dict[tuple, list[int]] = {}
   for r in range(len(runs)):
-    by_size.setdefault(sizes[targets[runs.target[r]]], []).append(r)
+    t = targets[runs.target[r]]
+    by_size.setdefault((sizes[t], corpus.task(t) if per_task else ""), []).append(r)
 
   r_total, e = len(runs), config.num_epochs
   out = {"test": [None] * r_total, "val": [None] * r_total}
@@ -319,7 +345,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
   norm = {"mean": {}, "std": {}}
   pos_weight = np.ones(r_total, np.float32)
   params_parts, devices, impl = [], 1, "xla"
-  for size, rows in sorted(by_size.items()):
+  for (size, task), rows in sorted(by_size.items()):
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
       cfg.batch_size = size
@@ -330,7 +356,8 @@ def train(corpus: Corpus, config, workdir: str | None = None,
     state = engine.init_state()
     for f in compiling:  # before the first call, so that nothing is compiled twice
       f.result()
-    sub = "checkpoints" if len(by_size) == 1 else os.path.join("checkpoints", f"batch{size}")
+    sub = "checkpoints" if len(by_size) == 1 else os.path.join(
+        "checkpoints", f"batch{size}" + (f"_{task}" if task else ""))
     ckpt = eng.Checkpointer(os.path.join(workdir, sub), engine) if workdir else None
     try:
       if ckpt is not None:
@@ -349,7 +376,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
         if progress is not None:
           progress({"epoch": int(state["epoch"]), "num_epochs": e,
                     "running": int((~np.asarray(state["stopped"])).sum()),
-                    "runs": len(rows), "group": f"batch {size}"})
+                    "runs": len(rows), "group": f"batch {size} {task}".strip()})
       test = engine.predict(state["best_params"], "test")
       val = engine.predict(state["best_params"], "val")
     finally:
