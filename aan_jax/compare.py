@@ -1,5 +1,6 @@
-"""Several models on one corpus and protocol: their figures side by side and each pair's
-paired difference on the same test rows, with a bootstrap interval over groups."""
+"""Several models on one corpus and protocol (the AAN family and the baselines): their
+figures side by side, the published ones beside, and each pair's paired difference on the
+same test rows, with a bootstrap interval over groups."""
 
 from __future__ import annotations
 
@@ -9,12 +10,26 @@ import os
 
 from aan_jax import evaluate as ev
 from aan_jax import report, train
-from aan_jax.features import FEATURES, canonical_modalities
+
+
+AAN_FAMILY = ("feature_aan", "temporal_aan", "feature_temporal_aan")
+BASELINES = ("lstm", "lstm_late_fusion", "linear")
+
+
+def model_names(text: str) -> list[str]:
+  """Comma-separated model names; "aan" and "baselines" name those families, "all" both."""
+  families = {"aan": AAN_FAMILY, "baselines": BASELINES, "all": AAN_FAMILY + BASELINES}
+  names = []
+  for part in str(text).split(","):
+    for name in families.get(part.strip(), (part.strip(),)):
+      if name and name not in names:
+        names.append(name)
+  return names
 
 
 def compare_models(config, workdir: str) -> dict:
   """Trains each of config.models (comma-separated) in workdir/<model>; returns the results."""
-  names = [m.strip() for m in str(config.models).split(",") if m.strip()]
+  names = model_names(config.models)
   results, tables = {}, {}
   for name in names:
     c = config.copy_and_resolve_references()
@@ -25,9 +40,9 @@ def compare_models(config, workdir: str) -> dict:
     sub = os.path.join(workdir, name)
     results[name] = train.train_and_evaluate(c, sub)
     tables[name] = ev.read_predictions(os.path.join(sub, "predictions.csv"))
-  paper = (config.dataset == "cognimuse"
-           and canonical_modalities(config.modalities) == FEATURES)
   dataset = next(iter(results.values())).get("dataset", config.dataset)
+  # Published rows only beside the real corpora (never beside the synthetic stand-in).
+  paper = bool(report.paper_rows(dataset, report.modality_label(config.modalities)))
   lines = [report.format_comparison(results, config.modalities, dataset, paper=paper), "",
            "Paired differences (row model minus column model) on the same test rows, "
            "95% bootstrap interval over groups:"]

@@ -49,6 +49,28 @@ PAPER_COGNIMUSE_ROWS = {
     "Temporal AAN (paper)": PAPER_COGNIMUSE["temporal_aan"],
     "Sivaprasad et al. LSTM (paper)": {"arousal": (0.08, 0.84), "valence": (0.21, 0.50)},
 }
+# Every row of the paper's Table I (COGNIMUSE) by modality set, and Sivaprasad et al.'s
+# LSTM with late fusion as the paper reports it: (MSE, PCC).
+PAPER_COGNIMUSE_BY_MODALITIES = {
+    "video": {
+        "Feature AAN (paper)": {"arousal": (0.152, 0.518), "valence": (0.204, 0.483)},
+        "Temporal AAN (paper)": {"arousal": (0.178, 0.457), "valence": (0.267, 0.232)},
+    },
+    "audio": {
+        "Feature AAN (paper)": {"arousal": (0.125, 0.621), "valence": (0.185, 0.543)},
+        "Temporal AAN (paper)": {"arousal": (0.162, 0.472), "valence": (0.247, 0.254)},
+    },
+    "audio+video": PAPER_COGNIMUSE_ROWS,
+}
+
+
+def paper_rows(dataset: str, modalities: str) -> dict:
+  """The published rows to print beside ours: {label: {target: (MSE, PCC)}} (may be empty)."""
+  if dataset == "cognimuse":
+    return PAPER_COGNIMUSE_BY_MODALITIES.get(modalities, {})
+  if dataset == "eimt16_global" and modalities == "audio+video":
+    return PAPER_EIMT16
+  return {}
 
 
 def _ci(fig: dict, key: str) -> str:
@@ -75,11 +97,7 @@ def format_results(out: dict) -> str:
     lines.append(f"{'  95% interval':<34}" + "".join(
         f"{_ci(out[t], 'mse'):>22}" for t in reg))
     lines.append(f"{'':<34}" + "".join(f"{_ci(out[t], 'pcc'):>22}" for t in reg))
-    paper = {}
-    if out.get("dataset") == "cognimuse" and out.get("modalities") == "audio+video":
-      paper = PAPER_COGNIMUSE_ROWS
-    elif out.get("dataset") == "eimt16_global" and out.get("modalities") == "audio+video":
-      paper = PAPER_EIMT16
+    paper = paper_rows(out.get("dataset"), out.get("modalities"))
     for name, figs in paper.items():
       lines.append(f"{name:<34}" + "".join(
           f"{_f(figs[t][0], 14)}{_f(figs[t][1], 8)}" if t in figs else " " * 22 for t in reg))
@@ -111,23 +129,36 @@ def format_results(out: dict) -> str:
 def format_comparison(results: dict, modalities, dataset: str, paper: bool = False) -> str:
   """Several models' pooled figures side by side (Table I's layout), with intervals.
 
-  results: model name -> a results dict (as written to results.json). With `paper`, the
-  paper's own figures follow as reference rows (COGNIMUSE, audio+video only).
+  results: model name -> a results dict (as written to results.json), the AAN family and
+  the baselines alike. With `paper`, the published figures follow as reference rows: every
+  row of the paper's Table I for the same modality set on COGNIMUSE (with Sivaprasad et
+  al.'s LSTM for audio+video), Table II and later work on EIMT16 (audio+video). A binary
+  target (fear) shows AP and MAP.
   """
-  targets = ("arousal", "valence")
-  head = f"{'Model':<40}" + "".join(f"{t.capitalize() + ' MSE':>14}{'PCC':>8}" for t in targets)
+  first = next(iter(results.values()), {})
+  targets = [t for t in first.get("targets", ("arousal", "valence")) if t in first]
+  reg = [t for t in targets if first[t].get("task", "regression") != "binary"]
+  binary = [t for t in targets if first[t].get("task") == "binary"]
+  mods = modality_label(modalities)
+  paper_figs = paper_rows(dataset, mods) if paper else {}
+  names = [f"{MODEL_LABELS.get(m, m)} ({mods})" for m in results] + [
+      f"paper: {n.replace(' (paper)', '')} ({mods})" for n in paper_figs]
+  w = max([40] + [len(n) + 2 for n in names])
+  head = f"{'Model':<{w}}" + "".join(f"{t.capitalize() + ' MSE':>14}{'PCC':>8}" for t in reg) \
+      + "".join(f"{t.capitalize() + ' AP':>12}{'MAP':>8}" for t in binary)
   labels = {r.get("early_stopping_label") for r in results.values()}
   lines = [f"{dataset}; early stopping: {' / '.join(sorted(map(str, labels)))}",
-           "MSE and PCC over all test predictions pooled.", "", head, "-" * len(head)]
+           "MSE and PCC over all test predictions pooled."
+           + (" Fear: AP and MAP." if binary else ""), "", head, "-" * len(head)]
   for model, r in results.items():
-    label = f"{MODEL_LABELS.get(model, model)} ({modality_label(modalities)})"
-    lines.append(f"{label:<40}" + "".join(
-        f"{_f(r[t]['mse'], 14)}{_f(r[t]['pcc'], 8)}" for t in targets))
-  if paper:
-    for model, figs in PAPER_COGNIMUSE.items():
-      label = f"paper: {MODEL_LABELS[model]} (audio+video)"
-      lines.append(f"{label:<40}" + "".join(
-          f"{_f(figs[t][0], 14)}{_f(figs[t][1], 8)}" for t in targets))
+    label = f"{MODEL_LABELS.get(model, model)} ({mods})"
+    lines.append(f"{label:<{w}}" + "".join(
+        f"{_f(r[t]['mse'], 14)}{_f(r[t]['pcc'], 8)}" for t in reg) + "".join(
+        f"{_f(r[t].get('ap'), 12)}{_f(r[t].get('map'), 8)}" for t in binary))
+  for name, figs in paper_figs.items():
+    label = f"paper: {name.replace(' (paper)', '')} ({mods})"
+    lines.append(f"{label:<{w}}" + "".join(
+        f"{_f(figs[t][0], 14)}{_f(figs[t][1], 8)}" if t in figs else " " * 22 for t in reg))
   return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_lstm.py                       # 24 runs, batch 30 x 5 segments
     python benchmarks/bench_lstm.py --models lstm --hidden 512,128 --steps 10
+    python benchmarks/bench_lstm.py --engine --sweep 1e-4,1e-3,1e-2   # through aan_jax.engine
 
 What the engine will do with these models, without the engine: R runs (24: 12 folds x 2
 targets) are a leading array axis (vmap), sharded over the local devices (one CPU device
@@ -14,6 +15,14 @@ apart; the step time is the median of `--repeats` timings of `--steps` steps eac
 clock), and the CPU time a step is this process's CPU time over the same steps, all its
 threads together: on a machine shared with other jobs the wall clock is inflated by the
 others, the CPU time much less so.
+
+`--engine` measures the same through the engine itself (`aan_jax.engine`, the sequential
+epoch the launchers run): the synthetic COGNIMUSE corpus (12 movies x `--segments`), leave
+one movie out, arousal and valence, every point of `--sweep` (learning rates): 24 runs per
+point, all in one compiled program. Batch rows are the films (12 here), each step a window
+of `--window` segments per film; early stopping off (no validation pass inside the timing).
+It times the programs' compilation, then `--repeats` chunks of `--epochs` epochs after a
+first epoch, and reports the time of one step for all runs.
 """
 
 from __future__ import annotations
@@ -112,6 +121,43 @@ def bench(model, runs: int, batch: int, window: int, steps: int, repeats: int, m
   return n_params, compile_s, statistics.median(times), times, statistics.median(cpu)
 
 
+def bench_engine(name: str, hidden: int, args):
+  """(runs, steps per epoch, parameters per run, compile s, step s (median), repeats, CPU s)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine as eng, protocols, synthetic, train
+  corpus = synthetic.make_corpus(args.segments, num_movies=12)
+  c = train.get_config()
+  c.model, c.modalities, c.window, c.batch_size = name, args.modalities, args.window, args.batch
+  c.hidden, c.projection = max(hidden, 1), args.projection
+  c.learning_rate, c.dropout, c.patience = 1e-3, 0.5 if name != "linear" else 0.0, 0
+  c.num_epochs = 1 + args.epochs * args.repeats
+  c.encoder_impl = "xla"
+  c.sweep.learning_rate = args.sweep
+  mode = train.early_stopping_mode(c)
+  folds = protocols.make_folds(corpus, "leave_one_out", mode, 0, 0.1, 3)
+  runs = eng.make_runs(c.targets, folds, len(corpus.groups), train.sweep_points(c))
+  engine = eng.Engine(corpus, c, c.targets, runs, mode)
+  t0 = time.perf_counter()
+  for f in engine.precompile():
+    f.result()
+  state = engine.init_state()
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - t0
+  state = engine.run_chunk(state, 1)
+  jax.block_until_ready(state)
+  times, cpu = [], []
+  for r in range(args.repeats):
+    t0, c0 = time.perf_counter(), time.process_time()
+    state = engine.run_chunk(state, 1 + (r + 1) * args.epochs)
+    jax.block_until_ready(state)
+    n = args.epochs * engine.steps
+    times.append((time.perf_counter() - t0) / n)
+    cpu.append((time.process_time() - c0) / n)
+  n_params = sum(x.size for x in jax.tree.leaves(state["params"])) // len(runs)
+  return (len(runs), engine.steps, n_params, compile_s, statistics.median(times), times,
+          statistics.median(cpu), engine.batch, engine.num_devices)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="lstm,lstm_late_fusion,linear")
@@ -124,9 +170,17 @@ def main():
   p.add_argument("--window", type=int, default=5, help="segments per window")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--engine", action="store_true", help="through aan_jax.engine (see above)")
+  p.add_argument("--sweep", default="1e-4,1e-3,1e-2", help="--engine: learning rates")
+  p.add_argument("--segments", type=int, default=60, help="--engine: segments per movie")
+  p.add_argument("--epochs", type=int, default=1, help="--engine: epochs per timed chunk")
   args = p.parse_args()
 
-  _configure_xla()
+  if args.engine:
+    from aan_jax import launch  # pylint: disable=g-import-not-at-top
+    launch.configure_xla()  # the launchers' settings, as the engine runs under them
+  else:
+    _configure_xla()
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np
   from jax.sharding import Mesh
@@ -137,6 +191,24 @@ def main():
   n_dev = max(k for k in range(1, len(devices) + 1) if args.runs % k == 0)
   mesh = Mesh(np.array(devices[:n_dev]), ("runs",))
   mods = canonical_modalities(args.modalities)
+  if args.engine:
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} devices; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {os.cpu_count()} cores")
+    print(f"engine, synthetic COGNIMUSE 12 movies x {args.segments} segments, leave one "
+          f"movie out x (arousal, valence) x learning rates {args.sweep}; windows of "
+          f"{args.window}; modalities {','.join(mods)}, projection {args.projection}")
+    print("| model | cells | runs | batch (films) | steps/epoch | parameters per run | "
+          "compile (s) | step, all runs (ms) | run-steps/s | CPU time a step (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+      for hidden in ([0] if name == "linear" else [int(h) for h in args.hidden.split(",")]):
+        r, steps, n, comp, step, times, cpu, batch, ndev = bench_engine(name, hidden, args)
+        cells = "-" if name == "linear" else str(hidden)
+        print(f"| {name} | {cells} | {r} | {batch} | {steps} | {n:,} | {comp:.1f} | "
+              f"{1e3 * step:.1f} | {r / step:.0f} | {1e3 * cpu:.1f} |  (repeats: "
+              + ", ".join(f"{1e3 * t:.1f}" for t in times) + f" ms; {ndev} devices)",
+              flush=True)
+    return
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {n_dev} of {len(devices)} "
         f"devices; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {os.cpu_count()} cores")
   print(f"{args.runs} runs x batch {args.batch} windows x {args.window} segments, "

@@ -4,6 +4,9 @@ import dataclasses
 import json
 import math
 import os
+import re
+import subprocess
+import sys
 
 import chex
 import jax
@@ -12,9 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from aan_jax import baselines, data, engine, evaluate, export, metrics, protocols, synthetic
-from aan_jax import train
-from experiments import cognimuse_loo, eimt16_global, mediaeval_continuous
+from aan_jax import baselines, data, engine, metrics, protocols, synthetic, train
 
 LENGTHS = (13, 9, 11, 7, 12)   # films of different lengths: padding past each one's end
 
@@ -140,98 +141,20 @@ def test_held_out_and_validation_films_do_not_affect_training():
   assert np.isfinite(np.asarray(state["train_loss"])).all()
 
 
-def _tiny(c, model, **kw):
-  c.model = model
-  c.synthetic.segments_per_movie = 12
-  c.synthetic.num_movies = 4
-  c.synthetic.num_train = 40
-  c.synthetic.num_test = 10
-  c.num_epochs = 2
-  c.patience = 1
-  c.hidden = 8
-  c.modalities = "audio"
-  c.batch_size = 6
-  c.bootstrap = 20
-  c.dataset = "synthetic"
-  c.plots = False
-  c.encoder_impl = "xla"
-  c.update(kw)
-  return c
-
-
-def _reloaded_models_reproduce(workdir, corpus):
-  table = evaluate.read_predictions(str(workdir / "predictions.csv"))
-  models = export.load_models(str(workdir))
-  for m in models:
-    rows = table["run"] == m.name
-    for g in sorted(set(table["group"][rows].tolist())):
-      h = corpus.groups.index(g)
-      n = int(corpus.mask[h].sum())
-      pred = m.predict({k: corpus.features[k][h, :n] for k in m.modalities})
-      sel = rows & (table["group"] == g)
-      got = pred[table["item"][sel].astype(int)].astype(np.float32)
-      np.testing.assert_allclose(got, table["prediction"][sel], rtol=0, atol=1e-6)
-  return models, table
-
-
-@pytest.mark.parametrize("model", ["lstm", "lstm_late_fusion", "linear"])
-def test_each_baseline_trains_through_each_launcher(tmp_path, model):
-  from aan_jax import corpora
-  # COGNIMUSE, leave one movie out.
-  c = _tiny(cognimuse_loo.get_config(), model)
-  res = train.train_and_evaluate(c, str(tmp_path / "loo"))
-  assert res["model"] == model and np.isfinite(res["arousal"]["mse"])
-  models, _ = _reloaded_models_reproduce(tmp_path / "loo", corpora.load(train.resolve(c)))
-  assert len(models) == 8
-  # EIMT16: fixed split over excerpts, labels on 1-5, a tanh head mapped onto (1, 5).
-  c = _tiny(eimt16_global.get_config(), model)
-  res = train.train_and_evaluate(c, str(tmp_path / "eimt16"))
-  assert res["config"]["output_range"] == "1,5" and res["arousal"]["n"] == 10
-  _, table = _reloaded_models_reproduce(tmp_path / "eimt16", corpora.load(train.resolve(c)))
-  if model != "linear":
-    assert ((table["prediction"] > 1) & (table["prediction"] < 5)).all()
-  # MediaEval: official split; valence/arousal and fear (a logit head, class-weighted BCE).
-  c = _tiny(mediaeval_continuous.get_config(), model)
-  c.synthetic.num_movies = 8
-  c.validation_groups = 1
-  res = mediaeval_continuous.run(c, str(tmp_path / "me"))
-  assert res["fear"]["task"] == "binary" and 0 <= res["fear"]["ap"] <= 1
-  with open(tmp_path / "me" / "models" / "index.json") as f:
-    index = json.load(f)["models"]
-  assert {e["task"] for e in index} == {"regression", "binary"}
-  c2 = train.resolve(c)
-  with c2.unlocked():
-    c2.tfds_config = "mediaeval2017"
-  models, table = _reloaded_models_reproduce(tmp_path / "me", corpora.load(c2))
-  fear = table["prediction"][table["target"] == "fear"]
-  assert ((fear >= 0) & (fear <= 1)).all()   # probabilities, from the logit head
-
-
-def test_a_learning_rate_sweep_trains_as_one_program(monkeypatch):
-  traces = []
-  impl = engine._chunk_impl
-  def counted(*a):
-    traces.append(1)
-    return impl(*a)
-  monkeypatch.setattr(engine, "_chunk_impl", counted)
-  corpus = ragged_corpus()
-  c = seq_config(targets=("arousal", "valence"), num_epochs=2, batch_size=3)
-  c.sweep.learning_rate = "1e-3,3e-2"
-  res = train.train(corpus, c)
-  assert len(traces) == 1 and len(res.runs) == 2 * 5 * 2
-  summary, _ = train.evaluate(res, 10)
-  assert len(summary["sweep"]["points"]) == 2
-  # A point's runs train as that rate alone in a program of its own (with their ids).
-  cfg = seq_config(targets=("arousal", "valence"), num_epochs=2, batch_size=3,
-                   learning_rate=3e-2)
-  runs = engine.make_runs(cfg.targets, res.folds, len(corpus.groups), [res.points[1]])
-  runs = dataclasses.replace(runs, run_id=np.asarray(
-      [engine.stable_id(n.replace("/p0", "/p1")) for n in runs.names], np.int32))
-  eng = engine.Engine(corpus, cfg, cfg.targets, runs, "off")
-  pred = eng.predict(eng.run_chunk(eng.init_state(), 2)["best_params"], "test")
-  sel = np.flatnonzero(res.runs.point == 1)
-  assert [res.runs.names[r].replace("/p1", "/p0") for r in sel] == list(runs.names)
-  np.testing.assert_allclose(pred, res.test_predictions[sel], rtol=1e-4, atol=2e-5)
+def test_each_baseline_through_each_launcher_and_a_sweep_in_one_program(tmp_path):
+  # In a process of its own with the launchers' XLA settings (`python -m experiments.*`
+  # sets them before JAX starts: classic CPU emitters, one device per core), so that the
+  # twelve programs compile in a fraction of the time they take in this process.
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  proc = subprocess.run(
+      [sys.executable, os.path.join(os.path.dirname(__file__), "engine_lstm_launchers.py"),
+       str(tmp_path)], env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  done = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert done["launchers"] == [f"{m}/{l}" for m in ("lstm", "lstm_late_fusion", "linear")
+                               for l in ("cognimuse_loo", "eimt16_global",
+                                         "mediaeval_continuous")]
+  assert done["sweep_traces"] == 1 and done["devices"] >= 1
 
 
 def test_fear_head_is_a_logit_and_regression_heads_tanh_in_range():
@@ -244,3 +167,43 @@ def test_fear_head_is_a_logit_and_regression_heads_tanh_in_range():
     assert m.task == task and m.output_range == (1.0, 5.0)
   with pytest.raises(train.ConfigError, match="output_range"):
     train.validate(seq_config(output_range="5,1"))
+
+
+def _fake_results(mse, targets=("arousal", "valence")):
+  r = {"targets": list(targets), "early_stopping_label": "validation movie"}
+  for t in targets:
+    r[t] = ({"task": "binary", "ap": 0.4, "map": 0.5} if t == "fear"
+            else {"task": "regression", "mse": mse, "pcc": 0.5})
+  return r
+
+
+def test_comparison_prints_baselines_beside_the_aan_family_and_the_published_rows():
+  from aan_jax import compare, report
+  assert compare.model_names("all") == ["feature_aan", "temporal_aan", "feature_temporal_aan",
+                                        "lstm", "lstm_late_fusion", "linear"]
+  assert compare.model_names("baselines,feature_aan") == ["lstm", "lstm_late_fusion", "linear",
+                                                          "feature_aan"]
+  results = {m: _fake_results(0.1 + i / 100) for i, m in enumerate(compare.model_names("all"))}
+  text = report.format_comparison(results, "all", "cognimuse", paper=True)
+  rows = {}
+  for line in text.splitlines():
+    label, *figs = re.split(r"\s{2,}", line.strip())
+    rows[label] = figs
+  assert rows["LSTM (audio+video)"] == ["0.130", "0.500", "0.130", "0.500"]
+  assert rows["LSTM, late fusion (audio+video)"][0] == "0.140"
+  assert rows["Linear (audio+video)"][0] == "0.150"
+  # Seed 001, Table I: the paper's rows and Sivaprasad et al.'s LSTM, MSE / PCC.
+  assert rows["paper: Sivaprasad et al. LSTM (audio+video)"] == ["0.080", "0.840", "0.210", "0.500"]
+  assert rows["paper: Feature AAN (audio+video)"] == ["0.124", "0.630", "0.178", "0.572"]
+  assert rows["paper: Temporal AAN (audio+video)"] == ["0.153", "0.551", "0.238", "0.319"]
+  audio = report.format_comparison(results, "audio", "cognimuse", paper=True)
+  assert "paper: Feature AAN (audio)" in audio and "0.125" in audio and "0.621" in audio
+  assert "Sivaprasad" not in audio   # their figures are for audio and video together
+  video = report.format_comparison(results, "video", "cognimuse", paper=True)
+  assert "0.152" in video and "0.267" in video
+  eimt = report.format_comparison(results, "all", "eimt16_global", paper=True)
+  assert "paper: UMFN (Yi et al. 2022)" in eimt and "0.742" in eimt
+  assert "paper:" not in report.format_comparison(results, "all", "synthetic",
+                                                  paper=bool(report.paper_rows("synthetic", "audio+video")))
+  fear = {m: _fake_results(0.1, ("valence", "fear")) for m in ("lstm", "linear")}
+  assert "Fear AP" in report.format_comparison(fear, "audio", "liris_accede_continuous")

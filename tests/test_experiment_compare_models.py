@@ -8,6 +8,7 @@ from experiments import compare_models
 
 def test_compare_models_prints_all_three_and_their_paired_differences(tmp_path, capsys):
   c = compare_models.get_config()
+  c.models = "aan"  # the AAN family only (the baselines: tests/test_engine_lstm.py)
   c.dataset = "synthetic"
   c.synthetic.segments_per_movie = 10
   c.synthetic.num_movies = 3
