@@ -289,11 +289,16 @@ class LinearBaseline(nn.Module):
   """The floor: one linear map of the concatenated (normalised) features per segment.
 
   Regression: the linear prediction itself (no tanh: a linear regression); binary: a
-  logit (logistic regression). No state: `carry` passes through untouched.
+  logit (logistic regression). No state: `carry` passes through untouched. It starts near
+  a constant: small weights (1/100 of LeCun's scale: thousands of inputs would otherwise
+  start it with an output spread of about 1, several times the labels') and, for
+  regression, the bias at the middle of `output_range` (EIMT16's 1-5 labels: 3); the
+  output itself is not bounded.
   """
   modalities: Sequence[str] = FEATURES
   dropout: float = 0.0            # on the inputs
   task: str = "regression"
+  output_range: tuple[float, float] = (-1.0, 1.0)   # only where the bias starts
 
   def initial_carry(self, batch: int) -> Carry:
     del batch
@@ -312,7 +317,11 @@ class LinearBaseline(nn.Module):
     check_sequence_features(features, mods)
     x = _segment_inputs(features, mods, projection=0)
     x = Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(1, name="head")(x)[..., 0], carry
+    mid = 0.0 if self.task == "binary" else 0.5 * (self.output_range[0] + self.output_range[1])
+    head = nn.Dense(1, name="head",
+                    kernel_init=nn.initializers.variance_scaling(1e-4, "fan_in", "normal"),
+                    bias_init=nn.initializers.constant(mid))
+    return head(x)[..., 0], carry
 
 
 # ------------------------------------------------------------------- torch import

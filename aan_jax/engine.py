@@ -224,7 +224,8 @@ def _baseline_build(kind: str):
     if task not in baselines.TASKS:
       raise ValueError(f"unknown task {task!r}; expected one of {baselines.TASKS}")
     if kind == "linear":
-      return baselines.LinearBaseline(mods, dropout=config.dropout, task=task)
+      return baselines.LinearBaseline(mods, dropout=config.dropout, task=task,
+                                      output_range=output_range(config))
     cls = baselines.LSTMBaseline if kind == "lstm" else baselines.LateFusionLSTM
     return cls(mods, projection=config.get("projection", 8), hidden=config.get("hidden", 512),
                num_layers=config.get("lstm_layers", 1), input_dropout=config.dropout,
