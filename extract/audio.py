@@ -213,6 +213,7 @@ class EmobaseStream:
     self._last: tuple[float, float, np.ndarray] | None = None  # held until the next one
     self._first = True
     self._error: BaseException | None = None
+    self._closing = False
     self.samples = 0
     self._smile = OpenSMILE()
     self._smile.initialize(config, {
@@ -232,15 +233,16 @@ class EmobaseStream:
       self._error = e
 
   def _on_window(self, data: np.ndarray, meta) -> None:
+    if self._closing or self._error is not None:
+      return
     try:
       start = 0.0 if self._first else meta.time  # as opensmile.Smile.process_signal does
       self._first = False
       if self._last is not None:
         self._means.add(*self._last)
       self._last = (start, meta.time + meta.lengthSec, np.array(data, np.float32).reshape(-1))
-    except BaseException as e:  # an exception cannot cross the C callback
+    except BaseException as e:  # an exception cannot cross the C callback; finish raises it
       self._error = e
-      self._smile.abort()
 
   def feed(self, audio: np.ndarray) -> None:
     """Hands 16 kHz float audio (any length) to openSMILE."""
@@ -269,13 +271,21 @@ class EmobaseStream:
     return self._means.finish()
 
   def close(self) -> None:
-    """Stops the run (after an error elsewhere) and frees openSMILE; safe to call twice."""
+    """Ends the run (after an error elsewhere) and frees openSMILE; safe to call twice."""
+    if self._smile is None:
+      return
     if self._thread.is_alive():
-      self._smile.abort()
+      # Ending the input stops the run after what is buffered (4 s at most); an abort
+      # fails unless the run has already started, and a run left going would crash the
+      # interpreter at exit.
+      self._closing = True
+      try:
+        self._smile.external_audio_source_set_eoi("extsource")
+      except Exception:  # pylint: disable=broad-except
+        pass  # the input had already ended
       self._thread.join()
-    if self._smile is not None:
-      self._smile.free()
-      self._smile = None
+    self._smile.free()
+    self._smile = None
 
 
 class EmobaseExtractor:

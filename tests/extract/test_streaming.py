@@ -128,6 +128,19 @@ def test_emobase_stream_segments_and_edges():
                           reduce_windows(*ex.windows(x), [0.0], [0.2]), equal_nan=True)
 
 
+def test_emobase_stream_closes_without_finishing():
+  """A run given up half-way (another feature failed) ends its thread, before or after it
+  started, instead of leaving openSMILE running (which crashes the interpreter at exit)."""
+  ex = core._make("emobase2010", "pretrained", "cpu")
+  for seconds in (0, 3, 9):
+    run = ex.stream([0.0], [5.0])
+    for _ in range(seconds):
+      run.feed(np.full(AUDIO_RATE, 0.1, np.float32))
+    run.close()
+    assert not run._thread.is_alive()
+    run.close()
+
+
 def test_audio_slicer_equals_segment_audio():
   rng = np.random.default_rng(1)
   track = rng.standard_normal(23 * AUDIO_RATE + 77).astype(np.float32)
