@@ -259,7 +259,7 @@ def _resize_crop(frame: av.VideoFrame, crop: int, short: int) -> np.ndarray:
 
 
 class Decoder:
-  """Decodes a file once: yields each segment's frames as soon as it is complete, keeps the audio."""
+  """Decodes a file once: yields each segment's frames when complete; keeps or hands on the audio."""
 
   def __init__(self, path: str, info: MediaInfo, plan: SegmentPlan, *, video: bool, audio: bool,
                crop: int = CROP, resize_short: int = RESIZE_SHORT,
@@ -480,6 +480,9 @@ class AudioSlicer:
   def __init__(self, start_s: Sequence[float], end_s: Sequence[float]):
     self.bounds = [(int(round(s * AUDIO_RATE)), int(round(e * AUDIO_RATE)))
                    for s, e in zip(start_s, end_s)]
+    # first_needed[i]: the earliest sample that segment i or a later one starts at.
+    starts = np.array([a for a, _ in self.bounds] + [np.iinfo(np.int64).max], np.int64)
+    self.first_needed = np.minimum.accumulate(starts[::-1])[::-1]
     self.next = 0  # the first segment not yet handed out
     self.base = 0  # track index of self.chunks' first sample
     self.total = 0  # samples received
@@ -505,7 +508,7 @@ class AudioSlicer:
       out.append((self.next, buf[max(a - self.base, 0):max(b - self.base, 0)].copy()))
       self.next += 1
     # Drop what no remaining segment starts after (all of it once none remains).
-    keep = min(min((a for a, _ in self.bounds[self.next:]), default=self.total), self.total)
+    keep = min(int(self.first_needed[self.next]), self.total)
     if keep > self.base and self.chunks:
       if len(self.chunks) > 1:
         self.chunks = [np.concatenate(self.chunks)]
