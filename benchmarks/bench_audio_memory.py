@@ -40,7 +40,8 @@ def tone(seconds: float):
 
 def streamed(seconds: float, features) -> dict:
   start = np.arange(0, seconds - 4.99, 5.0)
-  run = core._AudioRun({f: core._make(f, "random", "cpu") for f in features},  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  run = core._AudioRun({f: core._make(f, "random", "cpu") for f in features},
                        media.SegmentPlan(start, start + 5.0, 0, 0.0))
   try:
     for x in tone(seconds):
@@ -55,11 +56,12 @@ def whole_track(seconds: float, features) -> dict:
   start = np.arange(0, seconds - 4.99, 5.0)
   track = np.concatenate(list(tone(seconds)))
   out = {}
+  # pylint: disable=protected-access
   if "vggish" in features:
-    out["vggish"] = core._make("vggish", "random", "cpu").segments(  # pylint: disable=protected-access
+    out["vggish"] = core._make("vggish", "random", "cpu").segments(
         media.segment_audio(track, start, start + 5.0))
   if "emobase2010" in features:
-    ex = core._make("emobase2010", "random", "cpu")  # pylint: disable=protected-access
+    ex = core._make("emobase2010", "random", "cpu")
     ws, we, x = ex.windows(track)
     out["emobase2010"] = np.stack([x[(ws >= s - 1e-6) & (we <= s + 5 + 1e-6)].mean(0)
                                    for s in start])

@@ -217,7 +217,8 @@ class EmobaseStream:
     self.samples = 0
     self._smile = OpenSMILE()
     self._smile.initialize(config, {
-        "source": source, "sink": os.path.join(root, "standard_external_data_output_single.conf.inc"),
+        "source": source,
+        "sink": os.path.join(root, "standard_external_data_output_single.conf.inc"),
         "sinkLevel": "func", "sampleRate": AUDIO_RATE, "nBits": 16,
         "bufferModeRbConf": os.path.join(root, "BufferModeRb.conf.inc"),
         "frameModeFunctionalsConf": os.path.join(root, "FrameModeFunctionals.conf.inc")},

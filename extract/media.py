@@ -259,7 +259,7 @@ def _resize_crop(frame: av.VideoFrame, crop: int, short: int) -> np.ndarray:
 
 
 class Decoder:
-  """Decodes a file once: yields each segment's frames when complete; keeps or hands on the audio."""
+  """Decodes a file once: yields each segment's frames when complete; keeps or passes on audio."""
 
   def __init__(self, path: str, info: MediaInfo, plan: SegmentPlan, *, video: bool, audio: bool,
                crop: int = CROP, resize_short: int = RESIZE_SHORT,

@@ -144,8 +144,9 @@ def test_emobase_stream_closes_without_finishing():
 def test_audio_slicer_equals_segment_audio():
   rng = np.random.default_rng(1)
   track = rng.standard_normal(23 * AUDIO_RATE + 77).astype(np.float32)
-  for start, end in [(np.arange(5) * 5.0, np.arange(5) * 5.0 + 5), (np.arange(4) * 5.0,
-                     np.arange(4) * 5.0 + 10), (np.linspace(0, 30, 5)[:-1], np.linspace(0, 30, 5)[1:])]:
+  edges = np.linspace(0, 30, 5)
+  for start, end in [(np.arange(5) * 5.0, np.arange(5) * 5.0 + 5),
+                     (np.arange(4) * 5.0, np.arange(4) * 5.0 + 10), (edges[:-1], edges[1:])]:
     slicer = media.AudioSlicer(start, end)
     got, held = [], 0
     for i in range(0, len(track), 1000):
