@@ -153,7 +153,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   audio_info, audio_run = None, None
   try:
     if audio_feats and not nan_features and info.has_audio:
-      audio_run = _AudioRun(extractors, plan)
+      # Without video features, progress follows the audio decoded so far.
+      audio_run = _AudioRun(extractors, plan, None if video_feats else progress)
     dec = media.Decoder(path, info, plan, video=bool(video_feats),
                         audio=bool(audio_feats) and not nan_features,
                         tolerate_errors=bool(truncated),
@@ -241,8 +242,11 @@ class _AudioRun:
   VGGish; neither the track nor per-window values are kept.
   """
 
-  def __init__(self, extractors: Mapping, plan: media.SegmentPlan):
+  def __init__(self, extractors: Mapping, plan: media.SegmentPlan,
+               progress: Callable[[int, int], None] | None = None):
     self.vggish = self.slicer = self.emobase = None
+    self.progress, self.samples, self.done = progress, 0, 0
+    self.ends = np.sort(np.round(plan.end_s * media.AUDIO_RATE).astype(np.int64))
     if "vggish" in extractors:
       self.vggish = extractors["vggish"].stream(len(plan.start_s))
       self.slicer = media.AudioSlicer(plan.start_s, plan.end_s)
@@ -255,6 +259,11 @@ class _AudioRun:
     if self.slicer is not None:
       for i, seg in self.slicer.push(x):
         self.vggish.push(i, seg)
+    self.samples += len(x)
+    done = int(np.searchsorted(self.ends, self.samples, side="right"))
+    if self.progress and done > self.done and done < len(self.ends):  # the last at the end
+      self.done = done
+      self.progress(done, len(self.ends))
 
   def finish(self) -> dict[str, np.ndarray]:
     out = {}

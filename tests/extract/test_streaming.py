@@ -85,9 +85,12 @@ def film(tmp_path_factory):
 def test_streamed_emobase_equals_whole_track(film, segmentation, n):
   """One openSMILE run fed as the film decodes equals the whole track's windows, bit for bit."""
   path, track, windows = film
+  calls = []
   got = core.extract_file(path, segmentation=segmentation, features=["emobase2010"],
-                          weights="random")
+                          weights="random", progress=lambda d, t: calls.append((d, t)))
   assert len(got["start_s"]) == n
+  # Progress follows the decoded audio, segment by segment, then the end.
+  assert [d for d, _ in calls] == list(range(1, n + 1)) and {t for _, t in calls} == {n}
   want = reduce_windows(*windows, got["start_s"], got["end_s"])
   assert np.isfinite(want).all() and np.array_equal(got["emobase2010"], want)
   assert json.loads(got["metadata"])["media"]["audio"]["samples_16k"] == len(track)
