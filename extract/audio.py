@@ -113,8 +113,8 @@ def emobase_config_path() -> str:
   return path
 
 
-# The wave level of the streaming run: 4 s of samples (openSMILE raises it to what its
-# readers need; the pitch jitter reads 2 s at once).
+# The wave level of the streaming run: 4 s of samples (its readers ask for 2 s at once;
+# openSMILE would raise a smaller buffer to that).
 _STREAM_WAVE_FRAMES = 4 * AUDIO_RATE
 
 
