@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 from typing import Sequence
 
 import numpy as np
@@ -74,6 +76,13 @@ EMOBASE_DIM = 1582
 
 
 @functools.lru_cache(maxsize=None)
+def _config_dir() -> str:
+  d = tempfile.mkdtemp(prefix="aan_opensmile_")
+  atexit.register(shutil.rmtree, d, True)
+  return d
+
+
+@functools.lru_cache(maxsize=None)
 def emobase_config_path() -> str:
   """Writes IS10_paraling with functionals over 320 ms windows every 40 ms; returns its path.
 
@@ -98,12 +107,186 @@ def emobase_config_path() -> str:
   if changed != 3:
     raise RuntimeError(f"{src}: expected 3 cFunctionals sections, found {changed}; this "
                        f"opensmile {opensmile.__version__} ships a different IS10 config")
-  d = tempfile.mkdtemp(prefix="aan_opensmile_")
-  atexit.register(shutil.rmtree, d, True)
-  path = os.path.join(d, "IS10_paraling_320ms_40ms.conf")
+  path = os.path.join(_config_dir(), "IS10_paraling_320ms_40ms.conf")
   with open(path, "w") as f:
     f.write("".join(sections))
   return path
+
+
+# The wave level of the streaming run: 4 s of samples (its readers ask for 2 s at once;
+# openSMILE would raise a smaller buffer to that).
+_STREAM_WAVE_FRAMES = 4 * AUDIO_RATE
+
+
+@functools.lru_cache(maxsize=None)
+def emobase_stream_config() -> tuple[str, str]:
+  """(config, source include) of the same set for a run fed in pieces, in bounded memory.
+
+  Every dataMemory level of the IS10 set grows to hold the whole input (its LLD levels say
+  so explicitly, and the others inherit it from the external source's wave level), about
+  4 MB per second of audio. Only the windowed functionals read these levels now, so they
+  become ring buffers: a writer waits until every reader has read, so no frame is lost and
+  the output is the same (tested bit for bit), and a full wave level makes the feeder wait.
+  """
+  import opensmile
+  with open(emobase_config_path()) as f:
+    text = f.read()
+  n_rb = len(re.findall(r"(?m)^\s*writer\.levelconf\.isRb\s*=\s*0\s*$", text))
+  text = re.sub(r"(?m)^\s*writer\.levelconf\.isRb\s*=\s*0\s*$", "writer.levelconf.isRb=1", text)
+  text = re.sub(r"(?m)^\s*writer\.levelconf\.growDyn\s*=\s*1\s*$",
+                "writer.levelconf.growDyn=0", text)
+  src = os.path.join(os.path.dirname(opensmile.__file__), "core", "config", "shared",
+                     "standard_external_wave_input.conf.inc")
+  with open(src) as f:
+    source = f.read()
+  pats = (r"(?m)^\s*writer\.levelconf\.growDyn\s*=\s*1\s*$",
+          r"(?m)^\s*writer\.levelconf\.isRb\s*=\s*0\s*$")
+  if n_rb != 6 or not all(re.search(p, source) for p in pats):
+    raise RuntimeError(f"opensmile {opensmile.__version__} ships a different IS10 config or "
+                       f"external source ({n_rb} growing levels, expected 6)")
+  source = re.sub(pats[0], "writer.levelconf.growDyn=0", source)
+  source = re.sub(pats[1], f"writer.levelconf.isRb=1\nwriter.levelconf.nT={_STREAM_WAVE_FRAMES}",
+                  source)
+  config = os.path.join(_config_dir(), "IS10_paraling_320ms_40ms_stream.conf")
+  include = os.path.join(_config_dir(), "external_wave_input_ringbuffer.conf.inc")
+  for path, body in ((config, text), (include, source)):
+    with open(path, "w") as f:
+      f.write(body)
+  return config, include
+
+
+class _SegmentMeans:
+  """Reduces windows (arriving in time order) to the mean of each segment's windows.
+
+  A segment takes the windows inside it, or the ones overlapping it when none fits inside;
+  its rows are kept only until a window starts past its end, so memory holds a segment's
+  windows, not the film's.
+  """
+
+  def __init__(self, start_s, end_s, dim: int):
+    self.start_s = np.asarray(start_s, np.float64)
+    self.end_s = np.asarray(end_s, np.float64)
+    self.out = np.full((len(self.start_s), dim), np.nan, np.float32)
+    self.rows: dict[int, list] = {}  # segment -> [(inside, row)]
+    self.lo = 0  # segments before this one are done
+
+  def add(self, ws: float, we: float, row: np.ndarray) -> None:
+    n = len(self.start_s)
+    while self.lo < n and ws > self.end_s[self.lo] + 1e-6:
+      self._close(self.lo)
+      self.lo += 1
+    for i in range(self.lo, n):
+      s, e = self.start_s[i], self.end_s[i]
+      if s >= we and s - 1e-6 > ws:
+        break  # segments are in start order: none later can hold this window
+      inside = ws >= s - 1e-6 and we <= e + 1e-6
+      if inside or (ws < e and we > s):
+        self.rows.setdefault(i, []).append((inside, row))
+
+  def _close(self, i: int) -> None:
+    rows = self.rows.pop(i, [])
+    picked = [r for inside, r in rows if inside] or [r for _, r in rows]
+    if picked:
+      self.out[i] = np.stack(picked).mean(0)
+
+  def finish(self) -> np.ndarray:
+    for i in range(self.lo, len(self.start_s)):
+      self._close(i)
+    self.lo = len(self.start_s)
+    return self.out
+
+
+class EmobaseStream:
+  """ONE openSMILE run over a whole track, fed in pieces; segment means kept as windows come.
+
+  openSMILE runs in its own thread (the ctypes call releases the GIL); `feed` waits while its
+  wave buffer is full. Memory stays bounded for any length; the output equals
+  `EmobaseExtractor.windows` on the whole track reduced per segment.
+  """
+
+  def __init__(self, start_s, end_s):
+    from opensmile.core.lib import OpenSMILE
+    import opensmile
+    config, source = emobase_stream_config()
+    root = os.path.join(os.path.dirname(opensmile.__file__), "core", "config", "shared")
+    self._means = _SegmentMeans(start_s, end_s, EMOBASE_DIM)
+    self._last: tuple[float, float, np.ndarray] | None = None  # held until the next one
+    self._first = True
+    self._error: BaseException | None = None
+    self._closing = False
+    self.samples = 0
+    self._smile = OpenSMILE()
+    self._smile.initialize(config, {
+        "source": source,
+        "sink": os.path.join(root, "standard_external_data_output_single.conf.inc"),
+        "sinkLevel": "func", "sampleRate": AUDIO_RATE, "nBits": 16,
+        "bufferModeRbConf": os.path.join(root, "BufferModeRb.conf.inc"),
+        "frameModeFunctionalsConf": os.path.join(root, "FrameModeFunctionals.conf.inc")},
+        loglevel=2)
+    self._smile.external_sink_set_callback_ex("extsink", self._on_window)
+    self._thread = threading.Thread(target=self._run, daemon=True, name="extract-opensmile")
+    self._thread.start()
+
+  def _run(self) -> None:
+    try:
+      self._smile.run()
+    except BaseException as e:  # raised by feed/finish in the caller's thread
+      self._error = e
+
+  def _on_window(self, data: np.ndarray, meta) -> None:
+    if self._closing or self._error is not None:
+      return
+    try:
+      start = 0.0 if self._first else meta.time  # as opensmile.Smile.process_signal does
+      self._first = False
+      if self._last is not None:
+        self._means.add(*self._last)
+      self._last = (start, meta.time + meta.lengthSec, np.array(data, np.float32).reshape(-1))
+    except BaseException as e:  # an exception cannot cross the C callback; finish raises it
+      self._error = e
+
+  def feed(self, audio: np.ndarray) -> None:
+    """Hands 16 kHz float audio (any length) to openSMILE."""
+    # The int16 conversion opensmile.Smile applies to a whole signal.
+    pcm = bytes((np.asarray(audio, np.float32) * 32768).astype(np.int16))
+    self.samples += len(audio)
+    while not self._smile.external_audio_source_write_data("extsource", pcm):
+      if not self._thread.is_alive():
+        raise RuntimeError(f"openSMILE stopped early: {self._error or 'no reason given'}")
+      time.sleep(0.002)
+
+  def finish(self) -> np.ndarray:
+    """Ends the input; returns (segments, 1582) float32 (NaN for a segment with no window)."""
+    short = int(EMOBASE_WINDOW_S * AUDIO_RATE) - self.samples
+    if short > 0:  # shorter than one window: zero-padded, as the whole-track path does
+      self.feed(np.zeros(short, np.float32))
+    self._smile.external_audio_source_set_eoi("extsource")
+    self._thread.join()
+    self.close()
+    if self._error is not None:
+      raise RuntimeError(f"openSMILE failed: {self._error}")
+    if self._last is not None:
+      # process_signal ends the last window at the end of the signal.
+      self._means.add(self._last[0], self.samples / AUDIO_RATE, self._last[2])
+      self._last = None
+    return self._means.finish()
+
+  def close(self) -> None:
+    """Ends the run (after an error elsewhere) and frees openSMILE; safe to call twice."""
+    if self._smile is None:
+      return
+    if self._thread.is_alive():
+      # Ending the input stops the run after what is buffered (4 s at most); an abort
+      # fails unless the run has already started, and a run left going would crash the
+      # interpreter at exit.
+      self._closing = True
+      try:
+        self._smile.external_audio_source_set_eoi("extsource")
+      except Exception:  # pylint: disable=broad-except
+        pass  # the input had already ended
+      self._thread.join()
+    self._smile.free()
+    self._smile = None
 
 
 class EmobaseExtractor:
@@ -120,7 +303,11 @@ class EmobaseExtractor:
                          f"windows every {EMOBASE_HOP_S * 1000:g} ms"}
 
   def windows(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(start_s, end_s, (n, 1582)) for each 320 ms window of the whole track (decoded once)."""
+    """(start_s, end_s, (n, 1582)) for each 320 ms window of the whole track at once.
+
+    The reference path: openSMILE and this output grow with the track (about 4 MB per
+    second); extraction uses `stream` instead.
+    """
     if len(audio) < int(EMOBASE_WINDOW_S * AUDIO_RATE):
       audio = np.pad(audio, (0, int(EMOBASE_WINDOW_S * AUDIO_RATE) - len(audio)))
     df = self.smile.process_signal(np.asarray(audio, np.float32), AUDIO_RATE)
@@ -128,15 +315,17 @@ class EmobaseExtractor:
     end = df.index.get_level_values("end").total_seconds().to_numpy()
     return start, end, df.to_numpy(np.float32)
 
+  def stream(self, start_s: Sequence[float], end_s: Sequence[float]) -> EmobaseStream:
+    """A run to `feed` a track in pieces; `finish()` gives the segments' means."""
+    return EmobaseStream(start_s, end_s)
+
   def segments_from_track(self, audio: np.ndarray, start_s: Sequence[float],
                           end_s: Sequence[float]) -> np.ndarray:
     """Mean over the windows inside each segment (overlapping ones if none fits inside)."""
-    ws, we, x = self.windows(audio)
-    out = np.full((len(start_s), self.dim), np.nan, np.float32)
-    for i, (s, e) in enumerate(zip(start_s, end_s)):
-      inside = (ws >= s - 1e-6) & (we <= e + 1e-6)
-      if not inside.any():
-        inside = (ws < e) & (we > s)
-      if inside.any():
-        out[i] = x[inside].mean(0)
-    return out
+    run = self.stream(start_s, end_s)
+    try:
+      for i in range(0, len(audio), AUDIO_RATE):
+        run.feed(audio[i:i + AUDIO_RATE])
+      return run.finish()
+    finally:
+      run.close()

@@ -137,9 +137,6 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   n = len(plan.start_s)
   extractors = {f: _make(f, wmodes[f], device) for f in features if f not in nan_features}
   out = {f: np.full((n, FEATURE_DIMS[f]), np.nan, np.float32) for f in features}
-  dec = media.Decoder(path, info, plan, video=bool(video_feats),
-                      audio=bool(audio_feats) and not nan_features,
-                      tolerate_errors=bool(truncated))
   done = 0
 
   def flush(batch):
@@ -153,24 +150,38 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
     if progress:
       progress(done, n)
 
-  if video_feats:
-    batch, count = [], 0
-    for i, frames in dec.segments():
-      batch.append((i, frames))
-      count += len(frames)
-      if count >= FRAMES_PER_BATCH:
+  audio_info, audio_run = None, None
+  try:
+    if audio_feats and not nan_features and info.has_audio:
+      # Without video features, progress follows the audio decoded so far.
+      audio_run = _AudioRun(extractors, plan, None if video_feats else progress)
+    dec = media.Decoder(path, info, plan, video=bool(video_feats),
+                        audio=bool(audio_feats) and not nan_features,
+                        tolerate_errors=bool(truncated),
+                        on_audio=audio_run.push if audio_run else None)
+    if video_feats:
+      batch, count = [], 0
+      for i, frames in dec.segments():
+        batch.append((i, frames))
+        count += len(frames)
+        if count >= FRAMES_PER_BATCH:
+          flush(batch)
+          batch, count = [], 0
+      if batch:
         flush(batch)
-        batch, count = [], 0
-    if batch:
-      flush(batch)
-  audio_info = None
+    if audio_run:
+      dec.decode_audio()  # nothing left to decode when the video features ran
+      out.update(audio_run.finish())
+  finally:
+    if audio_run:
+      audio_run.close()
   if dec.want_audio:
-    track = dec.audio if dec.audio is not None else dec.decode_audio()
-    audio_info = {"samples_16k": int(len(track)), "duration_s": round(len(track) / media.AUDIO_RATE, 4)}
+    samples = dec.audio_samples
+    audio_info = {"samples_16k": int(samples), "duration_s": round(samples / media.AUDIO_RATE, 4)}
     # The demuxer found packets up to audio_duration_s; decoding that stops well short of
     # it lost the rest (a damaged stream whose decoder gave up without an error).
     expected_s = info.audio_duration_s - (info.start_s if info.has_video else 0.0)
-    lost_s = expected_s - len(track) / media.AUDIO_RATE
+    lost_s = expected_s - samples / media.AUDIO_RATE
     if lost_s > max(0.5, 0.002 * expected_s):
       short = {"audio_expected_s": round(expected_s, 4),
                "audio_decoded_s": audio_info["duration_s"], "missing_s": round(lost_s, 4)}
@@ -180,12 +191,6 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
             "could be decoded (damaged or cut short); extract what is there with "
             "--allow-truncated")
       truncated = {**(truncated or {}), **short}
-    if "vggish" in extractors:
-      out["vggish"][:] = extractors["vggish"].segments(
-          media.segment_audio(track, plan.start_s, plan.end_s))
-    if "emobase2010" in extractors:
-      out["emobase2010"][:] = extractors["emobase2010"].segments_from_track(
-          track, plan.start_s, plan.end_s)
     if not video_feats and progress:
       progress(n, n)
   if "faces" in features:
@@ -228,6 +233,51 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   if "faces" in features:
     result["events"] = events
   return result
+
+
+class _AudioRun:
+  """The audio features of one file, computed as its track is decoded (bounded memory).
+
+  Pieces of the aligned 16 kHz track go to one openSMILE run and, cut into segments, to
+  VGGish; neither the track nor per-window values are kept.
+  """
+
+  def __init__(self, extractors: Mapping, plan: media.SegmentPlan,
+               progress: Callable[[int, int], None] | None = None):
+    self.vggish = self.slicer = self.emobase = None
+    self.progress, self.samples, self.done = progress, 0, 0
+    self.ends = np.sort(np.round(plan.end_s * media.AUDIO_RATE).astype(np.int64))
+    if "vggish" in extractors:
+      self.vggish = extractors["vggish"].stream(len(plan.start_s))
+      self.slicer = media.AudioSlicer(plan.start_s, plan.end_s)
+    if "emobase2010" in extractors:  # last: it starts a thread that close() must stop
+      self.emobase = extractors["emobase2010"].stream(plan.start_s, plan.end_s)
+
+  def push(self, x: np.ndarray) -> None:
+    if self.emobase is not None:
+      self.emobase.feed(x)
+    if self.slicer is not None:
+      for i, seg in self.slicer.push(x):
+        self.vggish.push(i, seg)
+    self.samples += len(x)
+    done = int(np.searchsorted(self.ends, self.samples, side="right"))
+    if self.progress and done > self.done and done < len(self.ends):  # the last at the end
+      self.done = done
+      self.progress(done, len(self.ends))
+
+  def finish(self) -> dict[str, np.ndarray]:
+    out = {}
+    if self.slicer is not None:
+      for i, seg in self.slicer.finish():
+        self.vggish.push(i, seg)
+      out["vggish"] = self.vggish.finish()
+    if self.emobase is not None:
+      out["emobase2010"] = self.emobase.finish()
+    return out
+
+  def close(self) -> None:
+    if self.emobase is not None:
+      self.emobase.close()
 
 
 def _describe_shortfall(t: dict) -> str:

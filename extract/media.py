@@ -10,7 +10,7 @@ import os
 import queue
 import re
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -259,11 +259,12 @@ def _resize_crop(frame: av.VideoFrame, crop: int, short: int) -> np.ndarray:
 
 
 class Decoder:
-  """Decodes a file once: yields each segment's frames as soon as it is complete, keeps the audio."""
+  """Decodes a file once: yields each segment's frames when complete; keeps or passes on audio."""
 
   def __init__(self, path: str, info: MediaInfo, plan: SegmentPlan, *, video: bool, audio: bool,
                crop: int = CROP, resize_short: int = RESIZE_SHORT,
-               tolerate_errors: bool = False):
+               tolerate_errors: bool = False,
+               on_audio: Callable[[np.ndarray], None] | None = None):
     self.path, self.info, self.plan = str(path), info, plan
     # A file known to be cut short: its last packet is usually partial. An error then
     # ends the decoding (recorded in stopped_early) instead of failing the file.
@@ -272,6 +273,11 @@ class Decoder:
     self.want_video, self.want_audio = video and info.has_video, audio and info.has_audio
     self.crop, self.resize_short = crop, resize_short
     self.audio: np.ndarray | None = None  # float32 mono at AUDIO_RATE, t=0 at the first frame
+    # With on_audio, the aligned audio is handed to it piece by piece, in the decoding
+    # thread, instead of kept in self.audio (a 2-hour track is 460 MB of float32).
+    self.on_audio = on_audio
+    self.audio_samples = 0  # samples of the aligned track so far
+    self._done = False  # the whole file was decoded
     self.indices = frame_indices(plan, info.frame_times) if self.want_video else []
 
   def segments(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -348,6 +354,17 @@ class Decoder:
     frames: dict[int, np.ndarray | concurrent.futures.Future] = {}
     backlog: collections.deque = collections.deque()  # resizes submitted, oldest first
     chunks, next_seg, seen = [], 0, -1
+    skip = 0  # samples still to drop: audio that starts before the first video frame
+
+    def emit(x: np.ndarray) -> None:
+      nonlocal skip
+      if skip:
+        drop = min(skip, len(x))
+        x, skip = x[drop:], skip - drop
+      if len(x):
+        self.audio_samples += len(x)
+        (self.on_audio or chunks.append)(x)
+
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
     with _open(path) as c:
       vs = c.streams.video[0] if self.want_video else None
@@ -368,8 +385,11 @@ class Decoder:
             if packet.stream is as_:
               if offset is None:  # align the audio with the first video frame
                 offset = int(round(((frame.time or 0.0) - t0) * AUDIO_RATE))
+                if offset > 0:
+                  emit(np.zeros(offset, np.float32))
+                skip = max(0, -offset)
               for r in resampler.resample(frame):
-                chunks.append(r.to_ndarray().reshape(-1))
+                emit(r.to_ndarray().reshape(-1))
               continue
             k = pts_to_index.get(frame.pts, seen + 1) if frame.pts is not None else seen + 1
             seen = max(seen, k)
@@ -383,7 +403,7 @@ class Decoder:
               next_seg += 1
         if as_ is not None:
           for r in resampler.resample(None):
-            chunks.append(r.to_ndarray().reshape(-1))
+            emit(r.to_ndarray().reshape(-1))
         for k, x in frames.items():  # resizing errors are decoding errors
           if isinstance(x, concurrent.futures.Future):
             frames[k] = x.result()
@@ -399,11 +419,9 @@ class Decoder:
       while next_seg < len(self.indices):  # frames whose pts did not map (e.g. no pts at all)
         yield next_seg, self._take(next_seg, frames, need)
         next_seg += 1
-    if as_ is not None:
-      audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-      offset = offset or 0
-      self.audio = (np.concatenate([np.zeros(offset, np.float32), audio]) if offset > 0
-                    else audio[-offset:])
+    if as_ is not None and self.on_audio is None:
+      self.audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    self._done = True
 
   def _decode_packet(self, packet) -> list | None:
     """The packet's frames; with tolerate_errors, None at a decode error (the end, then)."""
@@ -444,12 +462,59 @@ class Decoder:
         frames.pop(int(k), None)  # no later segment uses it: free the memory
     return out
 
-  def decode_audio(self) -> np.ndarray:
-    """Decodes the audio alone (when no video feature is asked for)."""
-    if self.audio is None:
+  def decode_audio(self) -> np.ndarray | None:
+    """Decodes the audio alone (when no video feature is asked for); None with on_audio."""
+    if not self._done:
       for _ in self.segments():
         pass
     return self.audio
+
+
+class AudioSlicer:
+  """`segment_audio` on a track that arrives in pieces: each segment's slice once complete.
+
+  Keeps only the samples from the earliest segment not yet complete, so memory holds about
+  one segment's audio, not the track's.
+  """
+
+  def __init__(self, start_s: Sequence[float], end_s: Sequence[float]):
+    self.bounds = [(int(round(s * AUDIO_RATE)), int(round(e * AUDIO_RATE)))
+                   for s, e in zip(start_s, end_s)]
+    # first_needed[i]: the earliest sample that segment i or a later one starts at.
+    starts = np.array([a for a, _ in self.bounds] + [np.iinfo(np.int64).max], np.int64)
+    self.first_needed = np.minimum.accumulate(starts[::-1])[::-1]
+    self.next = 0  # the first segment not yet handed out
+    self.base = 0  # track index of self.chunks' first sample
+    self.total = 0  # samples received
+    self.chunks: list[np.ndarray] = []
+
+  def push(self, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Adds samples; returns the (index, audio) of the segments completed by them."""
+    self.chunks.append(np.asarray(x, np.float32))
+    self.total += len(x)
+    return self._ready(final=False)
+
+  def finish(self) -> list[tuple[int, np.ndarray]]:
+    """The remaining segments, cut short (or empty) where the track ends before them."""
+    return self._ready(final=True)
+
+  def _ready(self, final: bool) -> list[tuple[int, np.ndarray]]:
+    out = []
+    while self.next < len(self.bounds) and (final or self.bounds[self.next][1] <= self.total):
+      if len(self.chunks) > 1:
+        self.chunks = [np.concatenate(self.chunks)]
+      buf = self.chunks[0] if self.chunks else np.zeros(0, np.float32)
+      a, b = self.bounds[self.next]
+      out.append((self.next, buf[max(a - self.base, 0):max(b - self.base, 0)].copy()))
+      self.next += 1
+    # Drop what no remaining segment starts after (all of it once none remains).
+    keep = min(int(self.first_needed[self.next]), self.total)
+    if keep > self.base and self.chunks:
+      if len(self.chunks) > 1:
+        self.chunks = [np.concatenate(self.chunks)]
+      self.chunks = [self.chunks[0][keep - self.base:]]
+      self.base = keep
+    return out
 
 
 def segment_audio(audio: np.ndarray, start_s: Sequence[float], end_s: Sequence[float]

@@ -254,3 +254,59 @@ class VGGishExtractor(_TorchExtractor):
       return np.full((len(examples), self.dim), np.nan, np.float32)
     x = np.concatenate(examples)[:, None].astype(np.float32)
     return _segment_means(self._run(x), counts, self.dim)
+
+  def stream(self, num_segments: int) -> "VGGishStream":
+    """Segments handed over one at a time (in order); the model runs on full batches."""
+    return VGGishStream(self, num_segments)
+
+
+class VGGishStream:
+  """`VGGishExtractor.segments` on segments that arrive one by one, in bounded memory.
+
+  Examples wait until a full batch of `batch_size` is there, so the model sees the same
+  batches as on the whole list at once (the same numbers), and a segment's mean is taken
+  once all its embeddings are in; nothing of earlier segments is kept but their means.
+  """
+
+  def __init__(self, extractor: VGGishExtractor, num_segments: int):
+    self.ex = extractor
+    self.out = np.full((num_segments, extractor.dim), np.nan, np.float32)
+    self.waiting: list[np.ndarray] = []  # examples not yet run
+    self.n_waiting = 0
+    self.pending: list[list] = []  # [segment, examples left to run, embeddings so far]
+    self.next = 0
+
+  def push(self, index: int, audio_segment: np.ndarray) -> None:
+    from extract import audio
+    if index != self.next:
+      raise ValueError(f"segment {index} handed over before segment {self.next}")
+    self.next += 1
+    x = audio.vggish_examples(audio_segment)
+    if len(x):
+      self.pending.append([index, len(x), []])
+      self.waiting.append(x)
+      self.n_waiting += len(x)
+    if self.n_waiting >= self.ex.batch_size:
+      self._run(self.n_waiting // self.ex.batch_size * self.ex.batch_size)
+
+  def finish(self) -> np.ndarray:
+    """(segments, 128): the mean embedding of each (NaN for a segment with no example)."""
+    if self.n_waiting:
+      self._run(self.n_waiting)
+    return self.out
+
+  def _run(self, n: int) -> None:
+    x = np.concatenate(self.waiting)
+    self.waiting = [x[n:]] if n < len(x) else []
+    self.n_waiting = len(x) - n
+    vectors = self.ex._run(x[:n, None].astype(np.float32))  # pylint: disable=protected-access
+    done = 0
+    while done < n:
+      seg = self.pending[0]
+      take = min(seg[1], n - done)
+      seg[2].append(vectors[done:done + take])
+      seg[1] -= take
+      done += take
+      if seg[1] == 0:
+        self.out[seg[0]] = np.concatenate(seg[2]).mean(0)
+        self.pending.pop(0)
