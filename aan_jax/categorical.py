@@ -200,7 +200,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.prng_impl = "hash32"
   c.seeds = 1                    # runs per split with seeds 0 .. seeds-1
   c.sweep_learning_rate = ""     # comma-separated rates: every one trains in the same program
-  c.eval_batch_size = 64
+  c.eval_batch_size = 32         # test clips per evaluation step (memory, not results)
   c.checkpoint_every = 5         # epochs per compiled chunk (checkpoint + progress line)
   c.max_devices = 0              # 0: every local device
   # How a device goes through its runs: "vmap" (batched: one op per layer for all runs) or
