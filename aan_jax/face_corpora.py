@@ -37,6 +37,18 @@ def _clip_corpus(**fields):
   return ClipCorpus(**fields)
 
 
+def get_config():
+  """The synthetic corpus's settings (config.faces in the face_expression launcher)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict()
+  c.size = 32            # pixels per side
+  c.per_class = 100      # examples per class (7 classes)
+  c.test_fraction = 0.25
+  c.noise = 0.08         # pixel noise (std, on [0, 1])
+  c.seed = 0
+  return c
+
+
 def load(config):
   """The corpus that config.dataset names ("raf_db" or "synthetic"; config.faces for the latter)."""
   if config.dataset == "synthetic":
