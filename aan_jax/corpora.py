@@ -71,3 +71,73 @@ def synthetic(config) -> Corpus:
   test = max(1, s.num_movies // 4) if config.protocol in ("official", "dev_loo") else 0
   return syn.make_corpus(s.segments_per_movie, s.seed, s.num_movies, fear=fear,
                          test_movies=test)
+
+
+# ------------------------------------------------------------------ categorical corpora
+
+CLIP_DATASETS = ("videoemotion8", "ekman6")
+
+
+def load_clips(config):
+  """The categorical corpus (aan_jax.categorical.ClipCorpus) for `config.dataset`: the
+  synthetic one, or a built videoemotion8 / ekman6 with every split it lists."""
+  from aan_jax import synthetic as syn  # pylint: disable=g-import-not-at-top
+  if config.dataset == "synthetic":
+    s = config.synthetic
+    return syn.make_clips(s.num_clips, s.num_splits, s.seed, s.snippets, s.positions,
+                          s.backbone_dim, s.audio_frames, s.n_mfcc)
+  if config.dataset not in CLIP_DATASETS:
+    raise ValueError(f"dataset: {config.dataset!r} is not a categorical corpus; use one of "
+                     f"{list(CLIP_DATASETS) + ['synthetic']}")
+  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
+  name, cfg = config.dataset, config.tfds_config or "resnet101"
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder = tfds.builder(f"{name}/{cfg}", data_dir=data_dir)
+    ds = builder.as_dataset(split="videos")
+  except (ImportError, AttributeError, FileNotFoundError) as e:
+    error = e
+  except Exception as e:  # pylint: disable=broad-except
+    # TFDS signals a missing dataset with its own exception types.
+    if "NotFound" not in type(e).__name__ and "could not find data" not in str(e) \
+        and "not found" not in str(e).lower():
+      raise
+    error = e
+  else:
+    return clips_from_examples(name, tfds.as_numpy(ds), builder.info, cfg)
+  raise DatasetMissing(BUILD_HINT.format(
+      name=name, tfds_config=cfg, data_dir=config.data_dir,
+      error=f"{type(error).__name__}: {error}",
+      data_dir_or_default=config.data_dir or "~/tensorflow_datasets"))
+
+
+def clips_from_examples(name: str, examples, info, tfds_config: str = ""):
+  """A ClipCorpus from the builders' examples (visual, mfcc, label, video, split vector)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from aan_jax.categorical import ClipCorpus  # pylint: disable=g-import-not-at-top
+  visual, audio, labels, ids, member = [], [], [], [], []
+  for ex in examples:
+    visual.append(np.asarray(ex["visual"], np.float32))
+    audio.append(np.asarray(ex["mfcc"], np.float32))
+    labels.append(int(ex["label"]))
+    v = ex["video"]
+    ids.append(v.decode() if isinstance(v, bytes) else str(v))
+    member.append(np.asarray(ex["split"], np.int8))
+  if not labels:
+    raise ValueError(f"{name}/{tfds_config}: the built dataset holds no video")
+  member = np.stack(member)
+  meta = dict(getattr(info, "metadata", None) or {})
+  numbers = list(meta.get("splits", range(1, member.shape[1] + 1)))
+  classes = tuple(info.features["label"].names)
+  splits, names = [], []
+  for j in range(member.shape[1]):
+    tr, te = np.flatnonzero(member[:, j] == 1), np.flatnonzero(member[:, j] == 2)
+    if len(tr) and len(te):
+      splits.append((tr, te))
+      names.append(f"split{int(numbers[j]):02d}")
+  if not splits:
+    raise ValueError(f"{name}/{tfds_config}: no split has both training and test videos")
+  return ClipCorpus(name=name, inputs={"visual": np.stack(visual), "audio": np.stack(audio)},
+                    labels=np.asarray(labels, np.int32), classes=classes, splits=tuple(splits),
+                    split_names=tuple(names), ids=tuple(ids),
+                    info={"config": tfds_config, "metadata": meta})

@@ -226,3 +226,133 @@ def load_models(path: str | os.PathLike) -> list[ExportedModel]:
       raise ExportError(f"{index}: model path {e['path']!r} leaves the models folder")
     out.append(_load_one(sub))
   return out
+
+
+# ----------------------------------------------------------- categorical classifiers
+
+CLASSIFIER_FORMAT = "aan_jax.export.classifier/1"
+
+
+def export_classifiers(result, directory: str) -> list[str]:
+  """Every run of a categorical result (aan_jax.categorical): one folder per run with
+  model.json (the classifier kind, its settings, classes, split) and params.npz (every
+  variable collection, plain arrays)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  c, runs = result.corpus, result.runs
+  entries = []
+  for r in range(len(runs)):
+    rel = runs.names[r].replace("/", "_")
+    sub = os.path.join(directory, rel)
+    os.makedirs(sub, exist_ok=True)
+    variables = jax.tree.map(lambda x, rr=r: np.asarray(x[rr]), result.variables)
+    tmp = os.path.join(sub, "params.tmp.npz")
+    np.savez(tmp, **_flatten(variables))
+    os.replace(tmp, os.path.join(sub, "params.npz"))
+    meta = {"format": CLASSIFIER_FORMAT, "name": runs.names[r], "task": "categorical",
+            "build": dict(result.config), "classes": list(c.classes), "corpus": c.name,
+            "tfds_config": c.info.get("config"), "split": c.split_names[runs.split[r]],
+            "seed": int(runs.seed[r]), "learning_rate": float(runs.learning_rate[r]),
+            "inputs": {k: list(v.shape[1:]) for k, v in c.inputs.items()},
+            "test_ids": [c.ids[i] for i in runs.test_idx[r][runs.test_ok[r]]][:50]}
+    atomic.write_file(os.path.join(sub, "model.json"), json.dumps(
+        meta, indent=1, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
+    entries.append({"name": runs.names[r], "split": meta["split"], "seed": meta["seed"],
+                    "path": rel})
+  atomic.write_file(os.path.join(directory, "index.json"), json.dumps(
+      {"format": CLASSIFIER_FORMAT, "models": entries}, indent=1))
+  return [e["path"] for e in entries]
+
+
+@dataclasses.dataclass
+class ExportedClassifier:
+  """One trained classifier: `logits(inputs)` -> (N, classes), `predict(inputs)` -> probabilities."""
+  name: str
+  classes: tuple[str, ...]
+  metadata: dict
+  module: object
+  variables: dict
+  kind: str
+
+  def logits(self, inputs: Mapping[str, np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """inputs: name -> (N, ...) per example, as in training; evaluation mode."""
+    want = self.metadata.get("inputs", {})
+    for k, shape in want.items():
+      if k not in inputs:
+        raise ValueError(f"{self.name}: input {k!r} is missing; expected {sorted(want)}")
+      if tuple(np.shape(inputs[k])[1:]) != tuple(shape):
+        raise ValueError(f"{self.name}: input {k!r} has per-example shape "
+                         f"{tuple(np.shape(inputs[k])[1:])}; expected {tuple(shape)}")
+    fn = _classifier_fn(self.kind, self.module)
+    n = len(next(iter(inputs.values())))
+    out = [np.asarray(fn(self.variables, {k: np.asarray(v[i:i + batch_size], np.float32)
+                                          for k, v in inputs.items()}))
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+  def predict(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    z = self.logits(inputs).astype(np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _classifier_fn(kind: str, module):
+  import jax  # pylint: disable=g-import-not-at-top
+  from aan_jax import categorical  # pylint: disable=g-import-not-at-top
+  spec = categorical.get_classifier(kind)
+  return jax.jit(lambda v, x: spec.eval_logits(module, v, x)[0])
+
+
+def _load_classifier(directory: str) -> ExportedClassifier:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from aan_jax import categorical  # pylint: disable=g-import-not-at-top
+  spec_path = os.path.join(directory, "model.json")
+  try:
+    with open(spec_path) as f:
+      meta = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ExportError(f"{spec_path}: cannot read an exported classifier ({e})") from None
+  if not isinstance(meta, dict) or meta.get("format") != CLASSIFIER_FORMAT:
+    raise ExportError(f"{spec_path}: not an aan_jax exported classifier "
+                      f"(format {CLASSIFIER_FORMAT!r})")
+  build = meta.get("build")
+  kind = build.get("model") if isinstance(build, dict) else None
+  if kind not in categorical.CLASSIFIERS:
+    raise ExportError(f"{spec_path}: unknown classifier kind {kind!r}")
+  try:
+    module = categorical.get_classifier(kind).build(ml_collections.ConfigDict(build))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ExportError(f"{spec_path}: cannot build the classifier from its settings ({e})") from None
+  path = os.path.join(directory, "params.npz")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      flat = {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise ExportError(f"{path}: cannot read ({e})") from None
+  return ExportedClassifier(
+      name=meta.get("name", os.path.basename(directory)), classes=tuple(meta["classes"]),
+      metadata=meta, module=module, variables=jax.tree.map(jnp.asarray, _unflatten(flat)),
+      kind=kind)
+
+
+def load_classifiers(path: str | os.PathLike) -> list[ExportedClassifier]:
+  """Every classifier under `path`: a workdir, its models/ folder, or one model's folder."""
+  path = os.fspath(path)
+  if os.path.isfile(os.path.join(path, "model.json")):
+    return [_load_classifier(path)]
+  root = path if os.path.isfile(os.path.join(path, "index.json")) else os.path.join(path, "models")
+  index = os.path.join(root, "index.json")
+  try:
+    with open(index) as f:
+      entries = json.load(f)["models"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{index}: cannot read the model index ({e})") from None
+  out = []
+  for e in entries:
+    sub = os.path.abspath(os.path.join(root, str(e["path"])))
+    if os.path.commonpath([sub, os.path.abspath(root)]) != os.path.abspath(root):
+      raise ExportError(f"{index}: model path {e['path']!r} leaves the models folder")
+    out.append(_load_classifier(sub))
+  return out

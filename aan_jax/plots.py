@@ -84,3 +84,29 @@ def plot_result(result, summary: dict, directory: str) -> list[str]:
     plt.close(fig)
     paths.append(path)
   return paths
+
+
+def plot_confusion(confusion: np.ndarray, classes, path: str, title: str = "") -> str:
+  """A confusion matrix (true x predicted counts), each row normalised to sum 1."""
+  plt = _plt()
+  c = np.asarray(confusion, np.float64)
+  rows = c / np.maximum(c.sum(1, keepdims=True), 1.0)
+  k = len(classes)
+  fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.65 * k))
+  im = ax.imshow(rows, vmin=0.0, vmax=1.0, cmap="Blues")
+  for i in range(k):
+    for j in range(k):
+      ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
+              color="white" if rows[i, j] > 0.5 else "black")
+  ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+  ax.set_yticks(range(k), classes, fontsize=8)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true (rows sum to 1)")
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path

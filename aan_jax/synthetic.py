@@ -118,3 +118,60 @@ def make_excerpts(num_train: int = 400, num_test: int = 100, parts: int = 1,
                 nan.copy(), {"synthetic": True, "seed": seed}, label_mask=label_mask,
                 splits={"train": names[:num_train], "test": names[num_train:]},
                 group_kind="excerpt")
+
+
+def make_clips(num_clips: int = 200, num_splits: int = 10, seed: int = 0, snippets: int = 4,
+               positions: int = 4, backbone_dim: int = 64, audio_frames: int = 64,
+               n_mfcc: int = 32, classes=None):
+  """A VideoEmotion-8-like categorical corpus (aan_jax.categorical.ClipCorpus).
+
+  Each clip's class shows in both modalities, each only in part: the visual maps carry a
+  class direction at a few positions and snippets (with a per-clip strength, so that some
+  clips barely show it) plus a direction shared by each polarity group; the MFCCs carry a
+  class-specific spectral profile whose timing varies per clip, on the scale of real
+  MFCCs (tens). `num_splits` stratified 2:1 train/test splits, like the official lists.
+  """
+  from aan_jax.categorical import ClipCorpus  # pylint: disable=g-import-not-at-top
+  from aan_jax.vaanet import VE8_CLASSES  # pylint: disable=g-import-not-at-top
+  classes = tuple(classes or VE8_CLASSES)
+  k = len(classes)
+  if num_clips < 2 * k:
+    raise ValueError(f"num_clips must be at least {2 * k}; got {num_clips}")
+  rng = np.random.default_rng(seed)
+  labels = np.arange(num_clips) % k
+  rng.shuffle(labels)
+  proto_v = rng.standard_normal((k, backbone_dim)).astype(np.float32)
+  # Classes that share a polarity look alike, so that confusions are not uniform.
+  polarity = np.asarray([1.0 if c.lower() in ("anticipation", "joy", "surprise", "trust")
+                         else -1.0 for c in classes], np.float32)
+  shared = rng.standard_normal(backbone_dim).astype(np.float32)
+  proto_v = 0.7 * proto_v + 0.7 * polarity[:, None] * shared[None]
+  where_v = rng.random((num_clips, snippets, positions)) < 0.5   # where the class shows
+  strength = rng.uniform(0.0, 1.0, num_clips).astype(np.float32)
+  visual = rng.standard_normal((num_clips, snippets, positions, backbone_dim)).astype(np.float32)
+  visual += (0.6 * strength[:, None, None, None] * where_v[..., None]
+             * proto_v[labels][:, None, None, :])
+  # Backbone maps are post-ReLU activations: non-negative.
+  visual = np.maximum(visual + 0.5, 0.0).astype(np.float32)
+  proto_a = rng.standard_normal((k, n_mfcc)).astype(np.float32)
+  t = np.arange(audio_frames, dtype=np.float32)
+  onset = rng.uniform(0, audio_frames, num_clips)
+  envelope = np.exp(-0.5 * ((t[None] - onset[:, None]) / (0.25 * audio_frames)) ** 2)
+  audio = 8.0 * rng.standard_normal((num_clips, audio_frames, n_mfcc)).astype(np.float32)
+  audio += 6.0 * envelope[..., None] * proto_a[labels][:, None, :]
+  audio[..., 0] -= 300.0  # MFCC 0 (log energy) sits far below zero in real audio
+  splits = []
+  for _ in range(num_splits):
+    train, test = [], []
+    for c in range(k):
+      members = rng.permutation(np.flatnonzero(labels == c))
+      n_test = max(1, round(len(members) / 3))
+      test += members[:n_test].tolist()
+      train += members[n_test:].tolist()
+    splits.append((np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(test, np.int64))))
+  ids = tuple(f"{classes[c]}/clip{i:04d}" for i, c in enumerate(labels))
+  return ClipCorpus(
+      name="synthetic", inputs={"visual": visual, "audio": audio.astype(np.float32)},
+      labels=labels.astype(np.int32), classes=classes, splits=tuple(splits),
+      split_names=tuple(f"split{j + 1:02d}" for j in range(num_splits)), ids=ids,
+      info={"synthetic": True, "seed": seed})
