@@ -33,6 +33,7 @@ Without the corpus, run the synthetic demo: add --config.dataset=synthetic"""
 
 
 def _clip_corpus(**fields):
+  # Imported here: categorical imports the engine; the synthetic faces alone need numpy.
   from aan_jax.categorical import ClipCorpus  # pylint: disable=g-import-not-at-top
   return ClipCorpus(**fields)
 
@@ -110,7 +111,9 @@ def raf_db(data_dir=None):
   return _clip_corpus(
       name="raf_db", inputs={FACES: vtt.still_buffers(np.stack(images))},
       labels=np.asarray(labels, np.int32), classes=classes,
-      splits=((idx[~test], idx[test]),), split_names=("official",), ids=tuple(ids))
+      splits=((idx[~test], idx[test]),), split_names=("official",), ids=tuple(ids),
+      info={"data_dir": data_dir, "version_dir": str(version_dir),
+            "version": str(builder.info.version)})
 
 
 # ------------------------------------------------------------------------- synthetic
@@ -194,4 +197,5 @@ def synthetic(size: int = 32, per_class: int = 60, test_fraction: float = 0.25,
   return _clip_corpus(
       name="synthetic_faces", inputs={FACES: vtt.still_buffers(images)},
       labels=labels.astype(np.int32), classes=fer.EMOTIONS, splits=((train, test),),
-      split_names=("stratified",), ids=tuple(f"face_{i:05d}" for i in range(len(labels))))
+      split_names=("stratified",), ids=tuple(f"face_{i:05d}" for i in range(len(labels))),
+      info={"synthetic": True, "size": size, "noise": noise, "seed": seed})

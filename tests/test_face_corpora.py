@@ -7,20 +7,7 @@ import numpy as np
 import pytest
 
 from aan_jax import face_corpora, fer
-try:
-  from aan_jax.categorical import ClipCorpus
-except ImportError:  # STAND-IN until branch cat lands; removed at the merge
-  import dataclasses, sys, types
-  @dataclasses.dataclass
-  class ClipCorpus:
-    name: str
-    inputs: dict
-    labels: np.ndarray
-    classes: tuple
-    splits: tuple
-    split_names: tuple
-    ids: tuple
-  sys.modules["aan_jax.categorical"] = types.SimpleNamespace(ClipCorpus=ClipCorpus)
+from aan_jax.categorical import ClipCorpus
 from aan_jax.corpora import DatasetMissing
 
 
@@ -34,6 +21,7 @@ def test_synthetic_corpus_shapes_split_and_seed():
   assert np.bincount(c.labels).tolist() == [8] * 7
   (train, test), = c.splits
   assert c.split_names == ("stratified",) and len(c.ids) == 56 == len(set(c.ids))
+  assert c.info["synthetic"]
   assert not set(train) & set(test) and sorted(set(train) | set(test)) == list(range(56))
   assert np.bincount(c.labels[test], minlength=7).tolist() == [2] * 7  # every class, 1/4
   again = face_corpora.synthetic(size=16, per_class=8, test_fraction=0.25, seed=1)
