@@ -77,7 +77,7 @@ def raf_db(data_dir=None):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except (ImportError, FileNotFoundError) as e:
     raise DatasetMissing(BUILD_HINT.format(
-        data_dir=shown, error=f"{type(e).__name__}: {str(e).splitlines()[0]}",
+        data_dir=shown, error=str(e).split(" Build it first")[0],
         data_dir_or_default=shown or "~/tensorflow_datasets")) from None
   try:
     tf.config.set_visible_devices([], "GPU")  # JAX keeps the GPU's memory
@@ -141,7 +141,8 @@ def synthetic_faces(labels: np.ndarray, size: int = 32, noise: float = 0.08, see
   rng = np.random.default_rng(seed)
   labels = np.asarray(labels)
   n = len(labels)
-  p = _SHAPES[labels] + rng.normal(0, 1, (n, 6)).astype(np.float32) * [0.04, 0.12, 0.15, 0.02, 0.04, 0.08]
+  spread = np.array([0.04, 0.12, 0.15, 0.02, 0.04, 0.08], np.float32)
+  p = _SHAPES[labels] + rng.normal(0, 1, (n, 6)).astype(np.float32) * spread
   p[:, 3] = np.maximum(p[:, 3], 0.0)
   r = size * rng.uniform(0.34, 0.44, n)                     # face radius in pixels
   cx = size / 2 + rng.uniform(-0.08, 0.08, n) * size

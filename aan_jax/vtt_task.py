@@ -8,10 +8,11 @@
 
 `faces` is (B, T=4, H, W, 3) uint8 RGB (or floats in 0..255, as exported models get them):
 one face buffer per example (a still image, such as a RAF-DB face, is a buffer of 4 copies:
-`vtt.still_buffers`; stills (B, H, W, 3) are also taken and repeated here). Everything after the uint8 input runs in JAX: training jitters
-each frame by a few pixels (a random crop of the edge-padded frame, as a face detector's box
-moves between the frames of a still face) and mirrors whole buffers at random; then an
-optional resize to `image_size`, and ImageNet normalisation (`vtt.normalize`'s constants).
+`vtt.still_buffers`; stills (B, H, W, 3) are also taken and repeated here). Everything
+after the uint8 input runs in JAX: training jitters each frame by a few pixels (a random
+crop of the edge-padded frame, as a face detector's box moves between the frames of a still
+face) and mirrors whole buffers at random; then an optional resize to `image_size`, and
+ImageNet normalisation (`vtt.normalize`'s constants).
 
 The task itself (`python -m experiments.face_expression`): `train_and_evaluate` trains
 every run of the config in aan_jax.categorical's engine on RAF-DB or synthetic faces
@@ -244,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   print(f"VTT TSM ResNet-18 on {corpus.name} ({len(corpus.labels)} faces, "
         f"{corpus.inputs[INPUT].shape[1:]} buffers), {config.num_epochs} epochs, on "
-        f"{len(jax.local_devices())} {jax.default_backend()} device(s)", file=sys.stderr, flush=True)
+        f"{len(jax.local_devices())} {jax.default_backend()} device(s)", file=sys.stderr,
+        flush=True)
   progress = report.Progress(config.num_epochs)
   try:
     result = categorical.train(corpus, config, workdir=workdir, progress=progress)
@@ -265,8 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "dataset": corpus.name, "loss": config.loss,
       "positive_classes": [corpus.classes[i] for i in result.positive],
       "num_epochs": config.num_epochs, "batch_size": config.batch_size,
-      "protocol": ("official train/test partition" if not synthetic else
-                   "stratified train/test split") + "; last epoch on the test list (no validation set)",
+      "protocol": ("stratified train/test split" if synthetic else "official train/test "
+                   "partition") + "; last epoch on the test list (no validation set)",
       "input": "each still face as a buffer of 4 copies; training jitters each frame and "
                "mirrors whole buffers",
       "split_sizes": {corpus.split_names[k]: [len(tr), len(te)]

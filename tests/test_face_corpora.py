@@ -1,4 +1,4 @@
-"""Face-expression corpora: synthetic faces (signal, stratified split) and RAF-DB from its TFDS build."""
+"""Face-expression corpora: synthetic faces (signal, stratified split), RAF-DB's TFDS build."""
 
 import pathlib
 

@@ -1,4 +1,4 @@
-"""VTT's model as a categorical classifier: still-image buffers, augmentation, the spec functions."""
+"""VTT's model as a categorical classifier: still buffers, augmentation, the spec functions."""
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,8 @@ def test_jitter_moves_each_frame_on_its_own_and_flip_mirrors_whole_buffers():
 def tiny():
   module = vtt_task.build(TINY)
   faces = vtt.still_buffers(_faces(4))
-  variables = jax.jit(lambda k, f: vtt_task.init(module, k, {"faces": f}))(jax.random.key(0, impl=prng.HASH32), faces)
+  key = jax.random.key(0, impl=prng.HASH32)
+  variables = jax.jit(lambda k, f: vtt_task.init(module, k, {"faces": f}))(key, faces)
   return module, variables, faces
 
 
