@@ -1,4 +1,4 @@
-"""What the characters show: VTT's face-expression model (seed 003) on RAF-DB or synthetic faces.
+"""What the characters show: VTT's expression model (seed 003) on RAF-DB or synthetic faces.
 
     python -m experiments.face_expression --config.data_dir=~/tensorflow_datasets --workdir=workdir/raf_db
     python -m experiments.face_expression --config.dataset=synthetic --workdir=workdir/faces_demo
