@@ -89,26 +89,26 @@ def load_clips(config):
   if config.dataset not in CLIP_DATASETS:
     raise ValueError(f"dataset: {config.dataset!r} is not a categorical corpus; use one of "
                      f"{list(CLIP_DATASETS) + ['synthetic']}")
-  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
+  from aan_jax import data  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else os.environ.get(
+      "TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
   name, cfg = config.dataset, config.tfds_config or "resnet101"
   try:
+    version_dir, _ = data._tfds_version_dir(name, data_dir, cfg)  # pylint: disable=protected-access
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    builder = tfds.builder(f"{name}/{cfg}", data_dir=data_dir)
-    ds = builder.as_dataset(split="videos")
-  except (ImportError, AttributeError, FileNotFoundError) as e:
-    error = e
-  except Exception as e:  # pylint: disable=broad-except
-    # TFDS signals a missing dataset with its own exception types.
-    if "NotFound" not in type(e).__name__ and "could not find data" not in str(e) \
-        and "not found" not in str(e).lower():
-      raise
-    error = e
-  else:
-    return clips_from_examples(name, tfds.as_numpy(ds), builder.info, cfg)
-  raise DatasetMissing(BUILD_HINT.format(
-      name=name, tfds_config=cfg, data_dir=config.data_dir,
-      error=f"{type(error).__name__}: {error}",
-      data_dir_or_default=config.data_dir or "~/tensorflow_datasets"))
+  except (ImportError, FileNotFoundError) as e:
+    raise DatasetMissing(BUILD_HINT.format(
+        name=name, tfds_config=cfg, data_dir=config.data_dir,
+        error=f"{type(e).__name__}: {str(e).splitlines()[0]}",
+        data_dir_or_default=config.data_dir or "~/tensorflow_datasets")) from None
+  try:
+    tf.config.set_visible_devices([], "GPU")  # the GPU's memory is JAX's
+  except RuntimeError:  # TF already initialised its devices
+    pass
+  builder = tfds.builder_from_directory(str(version_dir))
+  ds = builder.as_dataset(split="videos")
+  return clips_from_examples(name, tfds.as_numpy(ds), builder.info, cfg)
 
 
 def clips_from_examples(name: str, examples, info, tfds_config: str = ""):

@@ -187,10 +187,15 @@ def test_a_runs_test_examples_never_influence_its_training(trained):
       assert not all(same)
 
 
-def test_resume_after_interruption_gives_the_uninterrupted_result(trained, tmp_path):
+def test_resume_after_interruption_gives_the_uninterrupted_result(trained, tmp_path,
+                                                                  monkeypatch):
   corpus, config, result = trained
   config = _config(num_epochs=3)
+  traces = []
+  original = categorical._chunk_impl
+  monkeypatch.setattr(categorical, "_chunk_impl", lambda *a: traces.append(1) or original(*a))
   full = categorical.train(corpus, config)
+  assert len(traces) == 1  # compiled once (ahead of time), reused by its three chunks
 
   def stop(p):
     if p["epoch"] == 1:
