@@ -116,3 +116,12 @@ def buffers(track_frames: np.ndarray, num_frames: int = BUFFER) -> np.ndarray:
     return np.zeros((0, num_frames) + track_frames.shape[1:], track_frames.dtype)
   idx = np.arange(len(track_frames))[:, None] + np.arange(-num_frames + 1, 1)[None, :]
   return track_frames[np.clip(idx, 0, None)]
+
+
+def still_buffers(images, num_frames: int = BUFFER) -> np.ndarray:
+  """(N, H, W, 3) still faces -> (N, num_frames, H, W, 3): each still repeated, as a face that
+  does not move over the buffer. A read-only view (no copy): the frames share memory."""
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"expected (N, H, W, 3) still images, got shape {images.shape}")
+  return np.broadcast_to(images[:, None], (len(images), num_frames) + images.shape[1:])
