@@ -116,6 +116,8 @@ def register_classifier(name: str, spec: ClassifierSpec) -> None:
 
 
 def get_classifier(name: str) -> ClassifierSpec:
+  if name == "vtt" and name not in CLASSIFIERS:
+    from aan_jax import vtt_task  # pylint: disable=g-import-not-at-top,unused-import  # registers "vtt"
   if name not in CLASSIFIERS:
     raise ValueError(f"unknown classifier {name!r}; expected one of {sorted(CLASSIFIERS)}")
   return CLASSIFIERS[name]
@@ -934,24 +936,37 @@ def format_results(out: dict) -> str:
   for name, acc in PUBLISHED.get(out.get("dataset"), {}).items():
     lines.append(f"{name + ' (published)':<34}{acc:5.1f}%")
   if out.get("synthetic"):
-    lines.append("(synthetic data: chance is 1/8 = 12.5%; not comparable with the published figures)")
+    k = out.get("num_classes") or 8
+    lines.append(f"(synthetic data: chance is 1/{k} = {100 / k:.1f}%; not comparable with the "
+                 "published figures)")
   return "\n".join(lines)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The launcher's one call: trains every run, evaluates, writes the output contract."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  from aan_jax import corpora, export, plots, report, xla_cache  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  t0 = time.time()
+  from aan_jax import corpora, xla_cache  # pylint: disable=g-import-not-at-top
   config = resolve(config)
   validate(config)
   xla_cache.enable(config.compilation_cache)
   corpus = corpora.load_clips(config)
+  return run_and_write(corpus, config, workdir, {
+      "tfds_config": corpus.info.get("config"),
+      "protocol": "official splits; last epoch on each split's test list (no validation set)",
+      "published": PUBLISHED.get(corpus.name, {})})
+
+
+def run_and_write(corpus: ClipCorpus, config, workdir: str, meta: dict) -> dict:
+  """Trains every run on `corpus` (config resolved and validated), evaluates, and writes the
+  output contract: results.json (with `meta`), predictions.csv, models/, tensorboard/,
+  plots/confusion.png."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from aan_jax import export, plots, report  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  t0 = time.time()
   os.makedirs(workdir, exist_ok=True)
   runs = make_runs(corpus, config)
   spec = get_classifier(config.model)
-  print(f"{spec.label or config.model} on {corpus.name} ({len(corpus.labels)} clips, "
+  print(f"{spec.label or config.model} on {corpus.name} ({len(corpus.labels)} examples, "
         f"{len(corpus.classes)} classes): {len(runs)} runs ({len(set(runs.split.tolist()))} "
         f"splits x {config.seeds} seeds x {len(learning_rates(config))} learning rates), "
         f"{config.num_epochs} epochs, on {len(jax.local_devices())} {jax.default_backend()} "
@@ -969,20 +984,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.plots and summary.get("confusion") is not None:
     plots.plot_confusion(np.asarray(summary["confusion"]), corpus.classes,
                          os.path.join(workdir, "plots", "confusion.png"),
-                         f"{corpus.name}: {len(summary['per_split'])} splits summed, "
+                         f"{corpus.name}: {len(summary['per_split'])} split(s) summed, "
                          f"accuracy {100 * summary['accuracy']:.1f}%")
   out = report.write_results(os.path.join(workdir, "results.json"), summary, {
       "task": "categorical", "model": config.model, "label": spec.label,
-      "dataset": corpus.name, "tfds_config": corpus.info.get("config"),
-      "loss": config.loss, "positive_classes": [corpus.classes[i] for i in result.positive],
+      "dataset": corpus.name, "loss": config.loss,
+      "positive_classes": [corpus.classes[i] for i in result.positive],
       "num_epochs": config.num_epochs, "batch_size": config.batch_size,
-      "protocol": "official splits; last epoch on each split's test list (no validation set)",
       "split_sizes": {corpus.split_names[k]: [len(tr), len(te)]
                       for k, (tr, te) in enumerate(corpus.splits)},
-      "published": PUBLISHED.get(corpus.name, {}),
+      "num_classes": len(corpus.classes),
       "seconds": time.time() - t0, "train_seconds": result.seconds,
       "compile_seconds": result.compile_seconds, "devices": result.num_devices,
       "config": result.config, "synthetic": bool(corpus.info.get("synthetic", False)),
+      **meta,
   })
   print(format_results(out))
   print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "

@@ -21,10 +21,6 @@ every run of the config in aan_jax.categorical's engine on RAF-DB or synthetic f
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -234,53 +230,16 @@ def validate(config) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The launcher's one call: the engine's train and evaluate on a face corpus, and its
   output contract (results.json, predictions.csv, models/, tensorboard/, plots/confusion.png)."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  from aan_jax import export, plots, report, xla_cache  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.WARNING)
-  t0 = time.time()
+  from aan_jax import xla_cache  # pylint: disable=g-import-not-at-top
   config = resolve(config)
   validate(config)
   xla_cache.enable(config.compilation_cache)
   corpus = face_corpora.load(config)
-  os.makedirs(workdir, exist_ok=True)
-  print(f"VTT TSM ResNet-18 on {corpus.name} ({len(corpus.labels)} faces, "
-        f"{corpus.inputs[INPUT].shape[1:]} buffers), {config.num_epochs} epochs, on "
-        f"{len(jax.local_devices())} {jax.default_backend()} device(s)", file=sys.stderr,
-        flush=True)
-  progress = report.Progress(config.num_epochs)
-  try:
-    result = categorical.train(corpus, config, workdir=workdir, progress=progress)
-  finally:
-    progress.close()
-  summary, table = categorical.evaluate(result)
-  categorical.write_predictions(os.path.join(workdir, "predictions.csv"), table, corpus.classes)
-  if config.export:
-    export.export_classifiers(result, os.path.join(workdir, "models"))
-  categorical.write_tensorboard(result, summary, os.path.join(workdir, "tensorboard"))
-  if config.plots and summary.get("confusion") is not None:
-    plots.plot_confusion(np.asarray(summary["confusion"]), corpus.classes,
-                         os.path.join(workdir, "plots", "confusion.png"),
-                         f"{corpus.name}: accuracy {100 * summary['accuracy']:.1f}%")
   synthetic = config.dataset == "synthetic"
-  out = report.write_results(os.path.join(workdir, "results.json"), summary, {
-      "task": "categorical", "model": config.model, "label": "VTT TSM ResNet-18",
-      "dataset": corpus.name, "loss": config.loss,
-      "positive_classes": [corpus.classes[i] for i in result.positive],
-      "num_epochs": config.num_epochs, "batch_size": config.batch_size,
+  return categorical.run_and_write(corpus, config, workdir, {
+      "label": "VTT TSM ResNet-18",
       "protocol": ("stratified train/test split" if synthetic else "official train/test "
                    "partition") + "; last epoch on the test list (no validation set)",
       "input": "each still face as a buffer of 4 copies; training jitters each frame and "
                "mirrors whole buffers",
-      "split_sizes": {corpus.split_names[k]: [len(tr), len(te)]
-                      for k, (tr, te) in enumerate(corpus.splits)},
-      "seconds": time.time() - t0, "train_seconds": result.seconds,
-      "compile_seconds": result.compile_seconds, "devices": result.num_devices,
-      "config": result.config, "synthetic": synthetic,
-  })
-  print(categorical.format_results({**out, "synthetic": False}))
-  if synthetic:
-    print(f"(synthetic faces: chance is 1/{len(corpus.classes)} = "
-          f"{100 / len(corpus.classes):.1f}%)")
-  print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "
-        f"tensorboard/, plots/ ({out['seconds']:.1f} s in all)", file=sys.stderr)
-  return out
+      "synthetic": synthetic})
