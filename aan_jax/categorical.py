@@ -46,7 +46,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aan_jax.engine import stable_id
+from aan_jax.engine import Checkpointer, stable_id
 from aan_jax.train import ConfigError
 
 # ----------------------------------------------------------------------------- corpus
@@ -689,49 +689,6 @@ def fingerprint(trainer: Trainer) -> dict:
           "data_sha256": h.hexdigest(), "runs": list(trainer.runs.names)}
 
 
-class Checkpointer:
-  """Orbax checkpoints of every run's training state; refuses another experiment's."""
-
-  def __init__(self, directory: str, trainer: Trainer):
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    self._ocp = ocp
-    self.directory = os.path.abspath(directory)
-    self.fingerprint = fingerprint(trainer)
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-
-  def restore(self, template):
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    ocp = self._ocp
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises several types for damaged or foreign files
-      raise RuntimeError(
-          f"cannot restore the checkpoint in {self.directory} (step {step}): {e}. "
-          "Delete that folder or choose another --workdir to start afresh.") from e
-    if restored["meta"] != self.fingerprint:
-      raise RuntimeError(
-          f"the checkpoint in {self.directory} belongs to a different experiment "
-          "(config, data or runs differ). Choose another --workdir, or delete that "
-          "folder to start afresh.")
-    return restored["state"]
-
-  def save(self, state, epoch: int):
-    ocp = self._ocp
-    self.manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.fingerprint)),
-        force=True)
-    self.manager.wait_until_finished()
-
-  def close(self):
-    self.manager.close()
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -764,7 +721,8 @@ def train(corpus: ClipCorpus, config, workdir: str | None = None,
   trainer = Trainer(corpus, config, runs)
   compile_s = trainer.compile()
   state = trainer.init_state()
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), trainer) if workdir else None
+  ckpt = (Checkpointer(os.path.join(workdir, "checkpoints"), fingerprint(trainer))
+          if workdir else None)
   e = config.num_epochs
   try:
     if ckpt is not None:

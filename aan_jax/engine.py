@@ -889,13 +889,14 @@ def fingerprint(engine: Engine) -> dict:
 
 
 class Checkpointer:
-  """Orbax checkpoints of the whole training state (all runs, their best parameters)."""
+  """Orbax checkpoints of a whole training state (every run); `fingerprint` (JSON) names the
+  experiment, and a checkpoint of another is refused. The categorical trainer uses it too."""
 
-  def __init__(self, directory: str, engine: Engine):
+  def __init__(self, directory: str, fingerprint: dict):
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._ocp = ocp
     self.directory = os.path.abspath(directory)
-    self.fingerprint = fingerprint(engine)
+    self.fingerprint = fingerprint
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
 

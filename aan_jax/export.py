@@ -164,19 +164,25 @@ def _predict_fn(kind: str, module, normalize: bool, impl: str = "xla"):
   return jax.jit(run)
 
 
+def _read_model_json(path: str, fmt: str, what: str) -> dict:
+  """An exported model's model.json, refused with the file's name unless it is `fmt`."""
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ExportError(f"{path}: cannot read an exported {what} ({e})") from None
+  if not isinstance(meta, dict) or meta.get("format") != fmt:
+    raise ExportError(f"{path}: not an aan_jax exported {what} (format {fmt!r})")
+  return meta
+
+
 def _load_one(directory: str) -> ExportedModel:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from aan_jax import engine  # pylint: disable=g-import-not-at-top
   spec_path = os.path.join(directory, "model.json")
-  try:
-    with open(spec_path) as f:
-      spec = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ExportError(f"{spec_path}: cannot read an exported model ({e})") from None
-  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-    raise ExportError(f"{spec_path}: not an aan_jax exported model (format {FORMAT!r})")
+  spec = _read_model_json(spec_path, FORMAT, "model")
   build = dict(spec.get("build", {}))
   kind = build.get("model")
   if kind not in engine.MODELS:
@@ -316,18 +322,13 @@ def _load_classifier(directory: str) -> ExportedClassifier:
   import ml_collections  # pylint: disable=g-import-not-at-top
   from aan_jax import categorical  # pylint: disable=g-import-not-at-top
   spec_path = os.path.join(directory, "model.json")
-  try:
-    with open(spec_path) as f:
-      meta = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ExportError(f"{spec_path}: cannot read an exported classifier ({e})") from None
-  if not isinstance(meta, dict) or meta.get("format") != CLASSIFIER_FORMAT:
-    raise ExportError(f"{spec_path}: not an aan_jax exported classifier "
-                      f"(format {CLASSIFIER_FORMAT!r})")
+  meta = _read_model_json(spec_path, CLASSIFIER_FORMAT, "classifier")
   build = meta.get("build")
   kind = build.get("model") if isinstance(build, dict) else None
-  if kind not in categorical.CLASSIFIERS:
-    raise ExportError(f"{spec_path}: unknown classifier kind {kind!r}")
+  try:
+    categorical.get_classifier(str(kind))  # imports the module that registers it
+  except ValueError:
+    raise ExportError(f"{spec_path}: unknown classifier kind {kind!r}") from None
   try:
     module = categorical.get_classifier(kind).build(ml_collections.ConfigDict(build))
   except Exception as e:  # pylint: disable=broad-except

@@ -358,7 +358,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
       f.result()
     sub = "checkpoints" if len(by_size) == 1 else os.path.join(
         "checkpoints", f"batch{size}" + (f"_{task}" if task else ""))
-    ckpt = eng.Checkpointer(os.path.join(workdir, sub), engine) if workdir else None
+    ckpt = eng.Checkpointer(os.path.join(workdir, sub), eng.fingerprint(engine)) if workdir else None
     try:
       if ckpt is not None:
         restored = ckpt.restore(state)

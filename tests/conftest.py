@@ -44,3 +44,19 @@ def fresh_compilation_cache():
     jax.config.update("jax_compilation_cache_dir", before[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
     compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def run_launcher():
+  """run(name, workdir, config) -> CompletedProcess of `python -m experiments.<name>
+  --workdir=W --config.k=v ...` in a child process from the repository's root."""
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  root = str(pathlib.Path(__file__).resolve().parents[1])
+
+  def run(name: str, workdir, config: dict, *, timeout: int = 600):
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = [f"--config.{k}={v}" for k, v in config.items()]
+    return subprocess.run([sys.executable, "-m", f"experiments.{name}", f"--workdir={workdir}",
+                           *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+  return run

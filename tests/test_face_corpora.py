@@ -1,7 +1,5 @@
 """Face-expression corpora: synthetic faces (signal, stratified split), RAF-DB's TFDS build."""
 
-import pathlib
-
 import ml_collections
 import numpy as np
 import pytest
@@ -59,33 +57,3 @@ def test_raf_db_not_built_says_how_to_build(tmp_path):
   with pytest.raises(DatasetMissing, match="tfds build datasets/raf_db") as e:
     face_corpora.raf_db(str(tmp_path))
   assert "--config.dataset=synthetic" in str(e.value)
-
-
-def test_raf_db_from_the_dummy_build(tmp_path):
-  pytest.importorskip("tensorflow_datasets")
-  pytest.importorskip("PIL")
-  import sys  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, str(pathlib.Path(__file__).parent / "datasets"))
-  import _builders  # pylint: disable=import-outside-toplevel
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  _builders.hide_gpus()
-  raf_db = _builders.load_module("raf_db")
-  b = raf_db.Builder(data_dir=str(tmp_path / "data"))
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(_builders.DATASETS / "raf_db" / "dummy_data")))
-  c = face_corpora.raf_db(str(tmp_path / "data"))
-  assert isinstance(c, ClipCorpus) and c.name == "raf_db" and c.classes == fer.EMOTIONS
-  assert c.inputs["faces"].shape == (7, 4, 100, 100, 3) and c.inputs["faces"].dtype == np.uint8
-  (train, test), = c.splits
-  assert c.split_names == ("official",)
-  got = {c.ids[i]: (fer.EMOTIONS[c.labels[i]], i in set(test)) for i in range(7)}
-  assert got == {"train_00001.jpg": ("happy", False), "train_00002.jpg": ("surprise", False),
-                 "train_00003.jpg": ("angry", False), "train_00004.jpg": ("neutral", False),
-                 "test_0001.jpg": ("sad", True), "test_0002.jpg": ("fear", True),
-                 "test_0003.jpg": ("disgust", True)}
-  assert sorted(train.tolist() + test.tolist()) == list(range(7))
-  i = c.ids.index("test_0001.jpg")
-  assert abs(int(c.inputs["faces"][i, 2, 50, 50, 2]) - 100) < 8  # the flat colour, every frame
-  # The launcher's path, through load().
-  cfg = ml_collections.ConfigDict({"dataset": "raf_db", "data_dir": str(tmp_path / "data")})
-  assert face_corpora.load(cfg).ids == c.ids

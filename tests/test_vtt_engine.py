@@ -20,19 +20,10 @@ TINY = {"faces.size": 16, "faces.per_class": 4, "faces.test_fraction": 0.5,
         "checkpoint_every": 1, "batch_size": 8}
 
 
-def _launch(workdir, **extra):
-  args = [f"--config.{k}={v}" for k, v in {**TINY, **extra}.items()]
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run(
-      [sys.executable, "-m", "experiments.face_expression", "--config.dataset=synthetic",
-       f"--workdir={workdir}", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-      timeout=600)
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, run_launcher):
   d = tmp_path_factory.mktemp("faces")
-  p = _launch(d)
+  p = run_launcher("face_expression", d, {"dataset": "synthetic", **TINY})
   assert p.returncode == 0, p.stderr[-3000:]
   return d, p
 
@@ -73,12 +64,25 @@ def test_exported_model_reproduces_the_test_predictions(workdir):
   np.testing.assert_allclose(probs, want, atol=2e-5)
 
 
-def test_learns_above_chance_on_synthetic_faces(tmp_path):
+def test_exported_model_loads_in_a_fresh_process_with_only_export_imported(workdir):
+  """Nothing but aan_jax.export imported: the loader must find the `vtt` kind itself."""
+  d, _ = workdir
+  code = ("import sys; from aan_jax import export; "
+          "(m,) = export.load_classifiers(sys.argv[1]); print(m.kind, len(m.classes))")
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, "-c", code, str(d)], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert p.stdout.split() == ["vtt", "7"]
+
+
+def test_learns_above_chance_on_synthetic_faces(tmp_path, run_launcher):
   """The demo's model on 16x16 faces, 40 per class, 30 epochs: measured 45-55% on the test
   list (chance 14%). Through the launcher: its XLA flags keep the compile short."""
-  p = _launch(tmp_path, **{"faces.per_class": 40, "faces.test_fraction": 0.25,
-                           "vtt.widths": "(8, 16)", "num_epochs": 30, "checkpoint_every": 30,
-                           "batch_size": 32, "export": False, "plots": False})
+  p = run_launcher("face_expression", tmp_path, {"dataset": "synthetic", **TINY, "faces.per_class": 40, "faces.test_fraction": 0.25,
+      "vtt.widths": "(8, 16)", "num_epochs": 30, "checkpoint_every": 30, "batch_size": 32,
+      "export": False, "plots": False})
   assert p.returncode == 0, p.stderr[-3000:]
   out = json.loads((tmp_path / "results.json").read_text())
   assert out["split_sizes"] == {"stratified": [210, 70]}

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -15,26 +13,16 @@ import pytest
 
 from aan_jax import categorical, corpora, synthetic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"synthetic.num_clips": 32, "synthetic.num_splits": 2, "synthetic.snippets": 2,
         "synthetic.positions": 4, "synthetic.backbone_dim": 8, "synthetic.audio_frames": 16,
         "hidden": 8, "audio_dim": 8, "audio_segments": 2, "audio_widths": "4,4,4,4",
         "audio_blocks": "1,1,1,1", "num_epochs": 2, "checkpoint_every": 1, "batch_size": 8}
 
 
-def _launch(workdir, **extra):
-  args = [f"--config.{k}={v}" for k, v in {**TINY, **extra}.items()]
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run(
-      [sys.executable, "-m", "experiments.video_emotion", "--config.dataset=synthetic",
-       f"--workdir={workdir}", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-      timeout=600)
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, run_launcher):
   d = tmp_path_factory.mktemp("ve")
-  p = _launch(d)
+  p = run_launcher("video_emotion", d, {"dataset": "synthetic", **TINY})
   assert p.returncode == 0, p.stderr[-3000:]
   return d, p
 
@@ -86,8 +74,9 @@ def test_exported_classifiers_reproduce_the_test_predictions(workdir):
     models[0].logits({"visual": np.zeros((1, 3, 4, 8)), "audio": np.zeros((1, 16, 32))})
 
 
-def test_bad_settings_and_missing_datasets_say_which(tmp_path):
-  p = _launch(tmp_path / "w", loss="hinge", batch_size=0)
+def test_bad_settings_and_missing_datasets_say_which(tmp_path, run_launcher):
+  p = run_launcher("video_emotion", tmp_path / "w",
+                   {"dataset": "synthetic", **TINY, "loss": "hinge", "batch_size": 0})
   assert p.returncode == 1
   lines = [x for x in p.stderr.splitlines() if x.startswith("error:")]
   assert any(x.startswith("error: loss:") for x in lines), p.stderr
