@@ -213,6 +213,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.export = True
   c.plots = True
   c.compilation_cache = "auto"
+  # Set by the launcher: the settings given on the command line (comma-separated dotted
+  # names); the synthetic demo's sizes replace only defaults that are not among them.
+  c.explicit = ""
   # VAANet's sizes: 0 = from the data (snippets, positions, backbone_dim, audio frames).
   c.snippets = 0
   c.positions = 0
@@ -294,14 +297,20 @@ def validate(config) -> None:
     raise ConfigError("\n".join(problems))
 
 
+def explicit_settings(config) -> frozenset[str]:
+  """The settings the command line gave (config.explicit, set by aan_jax.launch)."""
+  return frozenset(x for x in str(config.get("explicit", "") or "").split(",") if x)
+
+
 def resolve(config) -> ml_collections.ConfigDict:
-  """The synthetic demo's sizes where the command line left the VAANet defaults."""
+  """The synthetic demo's sizes where VAANet's defaults were left (not given on the command
+  line, even if equal to the default)."""
   config = config.copy_and_resolve_references()
   if config.dataset == "synthetic":
-    defaults = get_config()
+    defaults, given = get_config(), explicit_settings(config)
     with config.unlocked():
       for k, v in SYNTHETIC_SIZES.items():
-        if config[k] == defaults[k]:
+        if k not in given and config[k] == defaults[k]:
           config[k] = v
   return config
 
@@ -684,7 +693,8 @@ def fingerprint(trainer: Trainer) -> dict:
   for tr, te in c.splits:
     h.update(np.asarray(tr, np.int64).tobytes() + b"|" + np.asarray(te, np.int64).tobytes())
   cfg = {k: v for k, v in trainer.config.to_dict().items()
-         if k not in ("checkpoint_every", "max_devices", "compilation_cache", "plots", "export")}
+         if k not in ("checkpoint_every", "max_devices", "compilation_cache", "plots", "export",
+                      "explicit")}
   return {"config": json.loads(json.dumps(cfg, default=str)), "corpus": c.name,
           "data_sha256": h.hexdigest(), "runs": list(trainer.runs.names)}
 

@@ -61,8 +61,12 @@ def main(get_config, run, workdir_help: str = "Where results, models, plots and 
     if not flags.FLAGS.workdir:
       raise app.UsageError("--workdir is required (results, models, plots and checkpoints go there)")
     workdir = flags.FLAGS.workdir
+    config = flags.FLAGS.config
+    if "explicit" in config:  # a config that asks for the settings given on the command line
+      with config.unlocked():
+        config.explicit = ",".join(sorted(config_flags.get_override_values(flags.FLAGS["config"])))
     try:
-      run(flags.FLAGS.config, workdir)
+      run(config, workdir)
     except KeyboardInterrupt:
       if debug:
         raise

@@ -179,16 +179,17 @@ def get_task_config() -> ml_collections.ConfigDict:
 
 
 def resolve(config) -> ml_collections.ConfigDict:
-  """The synthetic demo's sizes where the command line left the defaults."""
+  """The synthetic demo's sizes where the defaults were left (not given on the command line)."""
   config = config.copy_and_resolve_references()
   if config.dataset == "synthetic":
-    d = get_task_config()
+    d, given = get_task_config(), categorical.explicit_settings(config)
     same = lambda a, b: tuple(np.atleast_1d(a)) == tuple(np.atleast_1d(b))
     with config.unlocked():
-      for group, ref, sizes in ((config, d, SYNTHETIC_SIZES), (config.vtt, d.vtt, SYNTHETIC_VTT),
-                                (config.faces, d.faces, SYNTHETIC_FACES)):
+      for prefix, group, ref, sizes in (("", config, d, SYNTHETIC_SIZES),
+                                        ("vtt.", config.vtt, d.vtt, SYNTHETIC_VTT),
+                                        ("faces.", config.faces, d.faces, SYNTHETIC_FACES)):
         for k, v in sizes.items():
-          if same(group[k], ref[k]):
+          if prefix + k not in given and same(group[k], ref[k]):
             group[k] = v
   return config
 

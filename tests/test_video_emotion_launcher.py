@@ -31,6 +31,9 @@ def test_launcher_writes_the_output_contract(workdir):
   d, p = workdir
   out = json.loads((d / "results.json").read_text())
   assert out["task"] == "categorical" and out["model"] == "vaanet"
+  # The launcher records what the command line gave: the demo's sizes never replace those.
+  assert {"num_epochs", "hidden", "synthetic.num_clips"} <= set(out["config"]["explicit"].split(","))
+  assert out["config"]["num_epochs"] == 2 and out["config"]["hidden"] == 8
   assert set(out["per_split"]) == {"split01", "split02"}
   accs = [f["accuracy"] for f in out["per_split"].values()]
   assert out["accuracy"] == pytest.approx(np.mean(accs))
@@ -122,3 +125,14 @@ def test_synthetic_clips_are_stratified_and_carry_the_class():
     means = np.stack([x[tr][c.labels[tr] == k].mean(0) for k in range(8)])
     pred = np.argmin(((x[te][:, None] - means[None]) ** 2).sum(-1), 1)
     assert np.mean(pred == c.labels[te]) > 0.3, name
+
+
+def test_the_synthetic_demo_never_replaces_a_setting_given_on_the_command_line():
+  c = categorical.get_config()
+  c.num_epochs = 100  # VAANet's default, given explicitly
+  with c.unlocked():
+    c.explicit = "num_epochs"
+  r = categorical.resolve(c)
+  assert r.num_epochs == 100 and r.learning_rate == categorical.SYNTHETIC_SIZES["learning_rate"]
+  c.explicit = ""
+  assert categorical.resolve(c).num_epochs == categorical.SYNTHETIC_SIZES["num_epochs"]
