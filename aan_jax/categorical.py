@@ -46,7 +46,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aan_jax.engine import Checkpointer, stable_id
+from aan_jax.engine import Checkpointer, run_mesh, stable_id
 from aan_jax.train import ConfigError
 
 # ----------------------------------------------------------------------------- corpus
@@ -630,11 +630,7 @@ class Trainer:
     self.keys = run_keys(cfg)
 
   def _mesh(self, num_runs: int) -> Mesh:
-    devices = jax.local_devices()
-    if self.config.max_devices:
-      devices = devices[:self.config.max_devices]
-    n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
-    return Mesh(np.array(devices[:n]), ("runs",))
+    return run_mesh(num_runs, self.config.max_devices)
 
   @property
   def num_devices(self) -> int:

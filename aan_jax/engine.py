@@ -708,6 +708,16 @@ _NOT_IN_PLAN = ("checkpoint_every", "max_devices", "compilation_cache", "plots",
                 "sweep", "seeds")
 
 
+def run_mesh(num_runs: int, max_devices: int = 0) -> Mesh:
+  """The mesh of the run axis: the most local devices (at most `max_devices`, 0 = all) that
+  split `num_runs` evenly."""
+  devices = jax.local_devices()
+  if max_devices:
+    devices = devices[:max_devices]
+  n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
+  return Mesh(np.array(devices[:n]), ("runs",))
+
+
 class Engine:
   """Training of all runs over one corpus; the compiled programs are shared by plan."""
 
@@ -795,12 +805,7 @@ class Engine:
         jax.random.key(config.seed, impl=_prng_impl(config.prng_impl)))
 
   def _mesh(self, num_runs: int) -> Mesh:
-    devices = jax.local_devices()
-    if self.config.max_devices:
-      devices = devices[:self.config.max_devices]
-    # The run axis must split evenly: use the largest device count that divides it.
-    n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
-    return Mesh(np.array(devices[:n]), ("runs",))
+    return run_mesh(num_runs, self.config.max_devices)
 
   @property
   def num_devices(self) -> int:

@@ -217,15 +217,16 @@ def _load_one(directory: str) -> ExportedModel:
       encoder_impl=impl)
 
 
-def load_models(path: str | os.PathLike) -> list[ExportedModel]:
-  """Every model under `path`: a workdir, its models/ folder, or one model's folder."""
+def _load_all(path: str | os.PathLike, load_one, what: str) -> list:
+  """`load_one` of every model under `path`: a workdir, its models/ folder (index.json), or
+  one model's folder; a path in the index that leaves the folder is refused."""
   path = os.fspath(path)
   if os.path.isfile(os.path.join(path, "model.json")):
-    return [_load_one(path)]
+    return [load_one(path)]
   root = path if os.path.isfile(os.path.join(path, "index.json")) else os.path.join(path, "models")
   index = os.path.join(root, "index.json")
   if not os.path.isfile(index):
-    raise ExportError(f"{path}: no exported models (no models/index.json or model.json); "
+    raise ExportError(f"{path}: no exported {what} (no models/index.json or model.json); "
                       "train with a launcher first (it writes workdir/models/)")
   try:
     with open(index) as f:
@@ -237,8 +238,13 @@ def load_models(path: str | os.PathLike) -> list[ExportedModel]:
     sub = os.path.abspath(os.path.join(root, str(e["path"])))
     if os.path.commonpath([sub, os.path.abspath(root)]) != os.path.abspath(root):
       raise ExportError(f"{index}: model path {e['path']!r} leaves the models folder")
-    out.append(_load_one(sub))
+    out.append(load_one(sub))
   return out
+
+
+def load_models(path: str | os.PathLike) -> list[ExportedModel]:
+  """Every model under `path`: a workdir, its models/ folder, or one model's folder."""
+  return _load_all(path, _load_one, "models")
 
 
 # ----------------------------------------------------------- categorical classifiers
@@ -347,20 +353,4 @@ def _load_classifier(directory: str) -> ExportedClassifier:
 
 def load_classifiers(path: str | os.PathLike) -> list[ExportedClassifier]:
   """Every classifier under `path`: a workdir, its models/ folder, or one model's folder."""
-  path = os.fspath(path)
-  if os.path.isfile(os.path.join(path, "model.json")):
-    return [_load_classifier(path)]
-  root = path if os.path.isfile(os.path.join(path, "index.json")) else os.path.join(path, "models")
-  index = os.path.join(root, "index.json")
-  try:
-    with open(index) as f:
-      entries = json.load(f)["models"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ExportError(f"{index}: cannot read the model index ({e})") from None
-  out = []
-  for e in entries:
-    sub = os.path.abspath(os.path.join(root, str(e["path"])))
-    if os.path.commonpath([sub, os.path.abspath(root)]) != os.path.abspath(root):
-      raise ExportError(f"{index}: model path {e['path']!r} leaves the models folder")
-    out.append(_load_classifier(sub))
-  return out
+  return _load_all(path, _load_classifier, "classifiers")
