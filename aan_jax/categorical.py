@@ -46,7 +46,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aan_jax.engine import Checkpointer, run_mesh, stable_id
+from aan_jax.engine import Checkpointer, pad_lists, prng_impl, run_mesh, stable_id
 from aan_jax.train import ConfigError
 
 # ----------------------------------------------------------------------------- corpus
@@ -354,16 +354,6 @@ class Runs:
                             else getattr(self, f.name)[rows]) for f in dataclasses.fields(self)})
 
 
-def _pad(lists, width=None):
-  width = width or max(1, max(len(x) for x in lists))
-  idx = np.zeros((len(lists), width), np.int32)
-  ok = np.zeros((len(lists), width), bool)
-  for r, x in enumerate(lists):
-    idx[r, :len(x)] = x
-    ok[r, :len(x)] = True
-  return idx, ok
-
-
 def select_splits(corpus: ClipCorpus, text: str) -> list[int]:
   """Split indices from "" (all), names or 1-based numbers."""
   out = []
@@ -395,8 +385,8 @@ def make_runs(corpus: ClipCorpus, config) -> Runs:
         rows.append((k, s, p, f"{corpus.split_names[k]}/seed{s}/p{p}"))
   k, s, p, names = zip(*rows)
   i32 = lambda x: np.asarray(x, np.int32)
-  train_idx, _ = _pad([corpus.splits[i][0] for i in k])
-  test_idx, test_ok = _pad([corpus.splits[i][1] for i in k])
+  train_idx, _ = pad_lists([corpus.splits[i][0] for i in k])
+  test_idx, test_ok = pad_lists([corpus.splits[i][1] for i in k])
   return Runs(i32(k), i32(s), i32(p),
               i32([stable_id(corpus.name, n) for n in names]),
               np.asarray([rates[i] for i in p], np.float32), train_idx,
@@ -422,10 +412,7 @@ def epoch_batches(key: jax.Array, epoch, run_id, train_idx: jax.Array, n_train,
 
 def run_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(init, batch order, step) base keys; a run's are these folded with its run id."""
-  impl = config.get("prng_impl", "hash32")
-  if impl == "hash32":
-    from aan_jax import prng  # pylint: disable=g-import-not-at-top
-    impl = prng.HASH32
+  impl = prng_impl(config.get("prng_impl", "hash32"))
   return tuple(jax.random.split(jax.random.key(config.seed, impl=impl), 3))
 
 
@@ -608,7 +595,7 @@ class Trainer:
     self.mesh = self._mesh(len(runs))
     eb = max(1, min(cfg.eval_batch_size, runs.test_idx.shape[1]))
     chunks = math.ceil(runs.test_idx.shape[1] / eb)
-    test_idx, _ = _pad(list(runs.test_idx), chunks * eb)  # padding rows predict example 0
+    test_idx, _ = pad_lists(list(runs.test_idx), chunks * eb)  # padding rows predict example 0
     self.test_width = runs.test_idx.shape[1]
     fixed = {k: v for k, v in cfg.to_dict().items()
              if k not in ("checkpoint_every", "max_devices", "compilation_cache", "plots",

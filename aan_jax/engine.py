@@ -306,8 +306,11 @@ class Runs:
     return Runs(**kw)
 
 
-def _pad(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-  width = max(1, max((len(x) for x in lists), default=1))
+def pad_lists(lists: Sequence[Sequence[int]], width: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """(idx, ok): index lists as rows of one int32 array padded with 0 (to `width`, default the
+  longest), and where the real entries are."""
+  width = width or max(1, max((len(x) for x in lists), default=1))
   idx = np.zeros((len(lists), width), np.int32)
   ok = np.zeros((len(lists), width), bool)
   for r, x in enumerate(lists):
@@ -329,8 +332,8 @@ def make_runs(targets: Sequence[str], folds: Sequence[Fold], num_groups: int,
     raise ValueError("no runs: no target, fold or grid point")
   t, f, s, p, names = zip(*rows)
   i32 = lambda x: np.asarray(x, np.int32)
-  val_idx, val_ok = _pad([folds[i].validation for i in f])
-  test_idx, test_ok = _pad([folds[i].test for i in f])
+  val_idx, val_ok = pad_lists([folds[i].validation for i in f])
+  test_idx, test_ok = pad_lists([folds[i].test for i in f])
   hp = {k: np.asarray([points[i][k] for i in p],
                       np.int32 if k == "patience" else np.float32) for k in RUN_HPARAMS}
   return Runs(i32(t), i32(f), i32(s), i32(p), i32([stable_id(n) for n in names]),
@@ -698,7 +701,8 @@ def _predict(plan: Plan, params, data, runs, which: str):
         plan, spec, module, p, data, run, run[f"{which}_idx"]))(params, runs)
 
 
-def _prng_impl(name: str):
+def prng_impl(name: str):
+  """jax.random's impl for config.prng_impl ("hash32": aan_jax.prng's counter hash)."""
   from aan_jax import prng  # pylint: disable=g-import-not-at-top
   return prng.HASH32 if name == "hash32" else name
 
@@ -802,7 +806,7 @@ class Engine:
         "norm_mean": self.norm["mean"], "norm_std": self.norm["std"],
     }, self.run_sharding)
     self._init_key, self._train_key = jax.random.split(
-        jax.random.key(config.seed, impl=_prng_impl(config.prng_impl)))
+        jax.random.key(config.seed, impl=prng_impl(config.prng_impl)))
 
   def _mesh(self, num_runs: int) -> Mesh:
     return run_mesh(num_runs, self.config.max_devices)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aan_jax import categorical, face_corpora, prng, vtt
+from aan_jax import categorical, face_corpora, vtt
 
 INPUT = "faces"
 
@@ -109,36 +109,18 @@ def preprocess(module: VTTClassifier, faces, key: jax.Array | None = None) -> ja
   return (x - vtt.IMAGENET_MEAN) / vtt.IMAGENET_STD
 
 
-def hash_key(key: jax.Array) -> jax.Array:
-  """The same stream of randomness as `key`, drawn with aan_jax.prng's cheap hash.
-
-  Whatever the caller's PRNG: with threefry, XLA:CPU took ~50 s to compile this ResNet's
-  initialisers on a loaded 2-core machine (1-2 s with the hash), and the per-frame crops
-  draw bits at every training step.
-  """
-  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if jax.random.key_impl(key) == prng.HASH32:
-      return key
-    key = jax.random.key_data(key)
-  words = jnp.asarray(key, jnp.uint32).reshape(-1)
-  if words.shape[0] < 2:
-    words = jnp.concatenate([words, jnp.zeros(2 - words.shape[0], jnp.uint32)])
-  elif words.shape[0] > 2:  # fold every word in: different keys stay different
-    words = jnp.stack([words[0::2].sum(dtype=jnp.uint32) ^ words[0],
-                       words[1::2].sum(dtype=jnp.uint32) ^ words[1]])
-  return jax.random.wrap_key_data(words, impl=prng.HASH32)
-
-
 def init(module: VTTClassifier, key: jax.Array, inputs) -> dict:
-  """{"params", "batch_stats"} for the shapes of inputs["faces"] (only its first row is used)."""
-  key = hash_key(key)
+  """{"params", "batch_stats"} for the shapes of inputs["faces"] (only its first row is used).
+
+  The engine's keys are aan_jax.prng's hash (categorical's prng_impl default): with threefry,
+  XLA:CPU took ~50 s to compile this ResNet's initialisers on a loaded 2-core machine."""
   x = preprocess(module, jnp.asarray(inputs[INPUT])[:1])
   return dict(module.init({"params": key, "dropout": key}, x, train=False))
 
 
 def train_logits(module: VTTClassifier, variables, inputs, key):
   """(B, classes) logits in training mode, and the updated {"batch_stats"}."""
-  k_aug, k_drop = jax.random.split(hash_key(key))
+  k_aug, k_drop = jax.random.split(key)
   x = preprocess(module, inputs[INPUT], k_aug)
   return module.apply(variables, x, train=True, mutable=["batch_stats"],
                       rngs={"dropout": k_drop})

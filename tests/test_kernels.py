@@ -235,6 +235,20 @@ def _on(impl, fn):
   return jax.jit(layers.encoder_impl(impl)(fn))
 
 
+def _assert_paths_agree_with_dropout(loss_and_grads, params, seeds):
+  """Loss and gradients equal on the kernel and XLA paths for each dropout key; and dropout
+  is on and follows the key (the two keys' losses differ)."""
+  kernel, xla = _on("cpu_kernel", loss_and_grads), _on("xla", loss_and_grads)
+  losses = []
+  for seed in seeds:
+    key = jax.random.key(seed)
+    (l_k, g_k), (l_x, g_x) = kernel(params, key), xla(params, key)
+    np.testing.assert_allclose(l_k, l_x, rtol=1e-5, atol=1e-5)
+    _assert_trees_close(g_k, g_x)
+    losses.append(float(l_x))
+  assert abs(losses[0] - losses[1]) > 1e-3
+
+
 @needs_kernel
 def test_feature_aan_trains_alike_on_both_paths_with_dropout():
   # The Feature AAN's sizes (5 tokens of width 8, 2 heads, 6 layers), audio+video.
@@ -247,15 +261,7 @@ def test_feature_aan_trains_alike_on_both_paths_with_dropout():
                                               rngs={"dropout": key})))
     return jax.value_and_grad(f)(params)
 
-  kernel, xla = _on("cpu_kernel", loss_and_grads), _on("xla", loss_and_grads)
-  losses = []
-  for key in (jax.random.key(5), jax.random.key(6)):
-    (l_k, g_k), (l_x, g_x) = kernel(params, key), xla(params, key)
-    np.testing.assert_allclose(l_k, l_x, rtol=1e-5, atol=1e-5)
-    _assert_trees_close(g_k, g_x)
-    losses.append(float(l_x))
-  # Dropout is on and follows the key.
-  assert abs(losses[0] - losses[1]) > 1e-3
+  _assert_paths_agree_with_dropout(loss_and_grads, params, (5, 6))
 
 
 @needs_kernel
@@ -273,14 +279,7 @@ def test_feature_temporal_aan_trains_alike_on_both_paths_with_dropout():
                                               deterministic=False, rngs={"dropout": key})))
     return jax.value_and_grad(f)(params)
 
-  kernel, xla = _on("cpu_kernel", loss_and_grads), _on("xla", loss_and_grads)
-  losses = []
-  for key in (jax.random.key(7), jax.random.key(8)):
-    (l_k, g_k), (l_x, g_x) = kernel(params, key), xla(params, key)
-    np.testing.assert_allclose(l_k, l_x, rtol=1e-5, atol=1e-5)
-    _assert_trees_close(g_k, g_x)
-    losses.append(float(l_x))
-  assert abs(losses[0] - losses[1]) > 1e-3
+  _assert_paths_agree_with_dropout(loss_and_grads, params, (7, 8))
 
 
 @needs_kernel
