@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "extra
 from conftest import write_video  # noqa: E402  (the tests' PyAV writer)
 
 from extract import core  # noqa: E402
-from aan_jax.features import FEATURES  # noqa: E402
+from aan_jax.data.features import FEATURES  # noqa: E402
 
 
 def main():

@@ -1,8 +1,8 @@
-"""One training step of the baselines for all runs of a sweep at once (aan_jax.baselines).
+"""One training step of the baselines for all runs of a sweep at once (aan_jax.models.baselines).
 
     python benchmarks/bench_lstm.py                       # 24 runs, batch 30 x 5 segments
     python benchmarks/bench_lstm.py --models lstm --hidden 512,128 --steps 10
-    python benchmarks/bench_lstm.py --engine --sweep 1e-4,1e-3,1e-2   # through aan_jax.engine
+    python benchmarks/bench_lstm.py --engine --sweep 1e-4,1e-3,1e-2   # through aan_jax.engine.core
 
 What the engine will do with these models, without the engine: R runs (24: 12 folds x 2
 targets) are a leading array axis (vmap), sharded over the local devices (one CPU device
@@ -16,7 +16,7 @@ clock), and the CPU time a step is this process's CPU time over the same steps, 
 threads together: on a machine shared with other jobs the wall clock is inflated by the
 others, the CPU time much less so.
 
-`--engine` measures the same through the engine itself (`aan_jax.engine`, the sequential
+`--engine` measures the same through the engine itself (`aan_jax.engine.core`, the sequential
 epoch the launchers run): the synthetic COGNIMUSE corpus (12 movies x `--segments`), leave
 one movie out, arousal and valence, every point of `--sweep` (learning rates): 24 runs per
 point, all in one compiled program. Batch rows are the films (12 here), each step a window
@@ -47,7 +47,7 @@ def _configure_xla():
 
 
 def build(name: str, modalities, hidden: int, projection: int, unroll: int):
-  from aan_jax import baselines  # pylint: disable=g-import-not-at-top
+  from aan_jax.models import baselines  # pylint: disable=g-import-not-at-top
   if name == "lstm":
     return baselines.LSTMBaseline(modalities, projection=projection, hidden=hidden,
                                   unroll=unroll)
@@ -65,7 +65,7 @@ def bench(model, runs: int, batch: int, window: int, steps: int, repeats: int, m
   import numpy as np
   import optax
   from jax.sharding import NamedSharding, PartitionSpec as P
-  from aan_jax import metrics
+  from aan_jax.tasks import losses as metrics
 
   tx = optax.adam(1e-3)
   rng = np.random.default_rng(0)
@@ -124,7 +124,10 @@ def bench(model, runs: int, batch: int, window: int, steps: int, repeats: int, m
 def bench_engine(name: str, hidden: int, args):
   """(runs, steps per epoch, parameters per run, compile s, step s (median), repeats, CPU s)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aan_jax import engine as eng, protocols, synthetic, train
+  from aan_jax.engine import core as eng
+  from aan_jax.data import protocols
+  from aan_jax.data import synthetic
+  from aan_jax.training import regression as train
   corpus = synthetic.make_corpus(args.segments, num_movies=12)
   c = train.get_config()
   c.model, c.modalities, c.window, c.batch_size = name, args.modalities, args.window, args.batch
@@ -170,21 +173,21 @@ def main():
   p.add_argument("--window", type=int, default=5, help="segments per window")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--engine", action="store_true", help="through aan_jax.engine (see above)")
+  p.add_argument("--engine", action="store_true", help="through aan_jax.engine.core (see above)")
   p.add_argument("--sweep", default="1e-4,1e-3,1e-2", help="--engine: learning rates")
   p.add_argument("--segments", type=int, default=60, help="--engine: segments per movie")
   p.add_argument("--epochs", type=int, default=1, help="--engine: epochs per timed chunk")
   args = p.parse_args()
 
   if args.engine:
-    from aan_jax import launch  # pylint: disable=g-import-not-at-top
+    from aan_jax.training import launch  # pylint: disable=g-import-not-at-top
     launch.configure_xla()  # the launchers' settings, as the engine runs under them
   else:
     _configure_xla()
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np
   from jax.sharding import Mesh
-  from aan_jax.features import canonical_modalities
+  from aan_jax.data.features import canonical_modalities
 
   devices = jax.local_devices()
   # The run axis is split evenly over as many devices as divide it.

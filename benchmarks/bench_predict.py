@@ -116,7 +116,8 @@ def main():
     decode_only(clip)
     return
   from extract import core
-  from aan_jax import film_report, predict
+  from aan_jax.inference import film_report
+  from aan_jax.inference import predict
   from experiments import predict as cli
   timers = {"extract": 0.0, "models": 0.0, "outputs": 0.0}
 

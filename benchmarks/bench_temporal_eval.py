@@ -2,7 +2,7 @@
 
     python benchmarks/bench_temporal_eval.py [--segments 1440] [--window 5] [--repeats 5]
 
-`aan_jax.models.predict_movie`: segment vectors once per segment, gathered into every
+`aan_jax.models.aan.predict_movie`: segment vectors once per segment, gathered into every
 segment's window (the last L segments ending at it, padded and masked at the movie's
 start), then the compiled autoregressive loop over all windows in one batch. Prints
 compile time and the steady-state time per movie, for both temporal models and both
@@ -19,8 +19,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aan_jax import models  # noqa: E402
-from aan_jax.features import PAPER_FEATURE_DIMS, FEATURES  # noqa: E402
+from aan_jax.models import aan as models  # noqa: E402
+from aan_jax.data.features import PAPER_FEATURE_DIMS, FEATURES  # noqa: E402
 
 
 def main():

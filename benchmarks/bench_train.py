@@ -9,7 +9,7 @@ Both train the Feature AAN (audio+video) on arousal of the synthetic corpus, lea
 movie out over 12 movies, early stopping off, batch 30, Adam. Times are end to end:
 the JAX figure includes compilation. With --torch_folds below 12 the PyTorch time is
 extrapolated linearly to 12 folds (folds are identical work) and labelled as such.
-On a CPU the engine's encoder is the fused C++ kernel (aan_jax.kernels) unless
+On a CPU the engine's encoder is the fused C++ kernel (aan_jax.models.kernels) unless
 `--encoder_impl xla`; the kernel is built once per machine (cached) before the clock starts.
 With --model temporal_aan or feature_temporal_aan the engine trains that model (windows
 of 5 segments, teacher forcing; the per-epoch evaluation off, as early stopping is off)
@@ -27,9 +27,9 @@ import os
 import sys
 import time
 
-# Set before jax is imported (see aan_jax/launch.py for why).
+# Set before jax is imported (see aan_jax/training/launch.py for why).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from aan_jax import launch  # pylint: disable=wrong-import-position
+from aan_jax.training import launch  # pylint: disable=wrong-import-position
 
 launch.configure_xla()
 
@@ -52,9 +52,13 @@ def main():
   args = p.parse_args()
 
   import jax
-  from aan_jax import engine, kernels, protocols, synthetic, train
+  from aan_jax.engine import core as engine
+  from aan_jax.models import kernels
+  from aan_jax.data import protocols
+  from aan_jax.data import synthetic
+  from aan_jax.training import regression as train
 
-  # The fused CPU encoder (aan_jax.kernels) is C++ built once per machine and cached, like
+  # The fused CPU encoder (aan_jax.models.kernels) is C++ built once per machine and cached, like
   # an install step; it is built (or loaded) here, before the clock starts, and said so.
   t0 = time.time()
   impl = kernels.resolve(args.encoder_impl)

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import torch  # noqa: E402
 
-from aan_jax import convert, vaanet  # noqa: E402
+from aan_jax.convert import attendaffectnet as convert  # noqa: E402
+from aan_jax.models import vaanet  # noqa: E402
 from vaanet_torch_reference import TorchVAANet, pcce  # noqa: E402  (written from VAANET.md)
 
 

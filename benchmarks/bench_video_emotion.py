@@ -1,11 +1,11 @@
 """One training epoch of VAANet on every split in one program against a per-split loop (not a test).
 
-Both sides are the categorical task's own program (aan_jax.categorical.Trainer), on the
+Both sides are the categorical task's own program (aan_jax.training.categorical.Trainer), on the
 synthetic VideoEmotion-8-like corpus at the same model sizes: "one program" trains the
 10 splits as 10 runs of one compiled program (the run axis over the local devices);
 "per-split loop" trains one split at a time, one run per program (compiled once, reused).
 Compilation is timed apart; each side's epoch time is the median over the timed epochs
-after a warm-up epoch. XLA flags are the launchers' (aan_jax.launch.configure_xla).
+after a warm-up epoch. XLA flags are the launchers' (aan_jax.training.launch.configure_xla).
 
   python -m benchmarks.bench_video_emotion [--epochs 3] [--run-loop auto|vmap|map]
       [--clips 200] [--splits 10]
@@ -21,13 +21,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from aan_jax import launch  # noqa: E402
+from aan_jax.training import launch  # noqa: E402
 
 launch.configure_xla()
 
 import jax  # noqa: E402
 
-from aan_jax import categorical, synthetic  # noqa: E402
+from aan_jax.training import categorical  # noqa: E402
+from aan_jax.data import synthetic  # noqa: E402
 
 
 def _time_epochs(trainer, epochs: int) -> tuple[float, list[float]]:

@@ -5,16 +5,16 @@
     python -m experiments.cognimuse_loo --config.early_stopping=held_out ...  # authors' scripts
     python -m experiments.cognimuse_loo --config.sweep.learning_rate=1e-4,5e-4,1e-3 ...
 
-Writes the engine's output contract to --workdir (aan_jax.train.train_and_evaluate).
+Writes the engine's output contract to --workdir (aan_jax.training.regression.train_and_evaluate).
 """
 
-from aan_jax import launch
+from aan_jax.training import launch
 
 if __name__ == "__main__":
   launch.configure_xla()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from aan_jax import train
+from aan_jax.training import regression as train
 
 
 def get_config():

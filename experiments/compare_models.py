@@ -16,13 +16,14 @@ work on EIMT16), then each pair's difference on the same test predictions with a
 bootstrap interval over groups, and writes workdir/comparison.json.
 """
 
-from aan_jax import launch
+from aan_jax.training import launch
 
 if __name__ == "__main__":
   launch.configure_xla()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from aan_jax import compare, train
+from aan_jax.training import compare
+from aan_jax.training import regression as train
 
 MODELS = compare.AAN_FAMILY + compare.BASELINES
 

@@ -8,13 +8,13 @@ Train on the 9,800 training excerpts (validation carved from them), test on the 
 excerpts; the paper's settings (lr 0.01, batch 40 for arousal and 20 for valence, window 4).
 """
 
-from aan_jax import launch
+from aan_jax.training import launch
 
 if __name__ == "__main__":
   launch.configure_xla()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from aan_jax import train
+from aan_jax.training import regression as train
 
 
 def get_config():

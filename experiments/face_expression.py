@@ -9,13 +9,13 @@ RAF-DB basic's official train/test partition (each still face a buffer of 4 copi
 with the last epoch's model; accuracy and per-class recall in results.json.
 """
 
-from aan_jax import launch
+from aan_jax.training import launch
 
 if __name__ == "__main__":
   launch.configure_xla()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from aan_jax import vtt_task
+from aan_jax.training import faces as vtt_task
 
 
 def get_config():

@@ -7,13 +7,13 @@
 Train on the dev movies (validation movies drawn from dev), test on the official test movies.
 """
 
-from aan_jax import launch
+from aan_jax.training import launch
 
 if __name__ == "__main__":
   launch.configure_xla()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from aan_jax import train
+from aan_jax.training import regression as train
 
 
 def get_config():

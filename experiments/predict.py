@@ -19,8 +19,9 @@ import re
 import sys
 
 
-from aan_jax import film_report, predict
-from aan_jax.features import FEATURE_DIMS
+from aan_jax.inference import film_report
+from aan_jax.inference import predict
+from aan_jax.data.features import FEATURE_DIMS
 
 # Every feature a model may read, in canonical order: the paper's five, then faces.
 ALL = tuple(FEATURE_DIMS)
@@ -276,7 +277,7 @@ def main(argv=None) -> int:
     import torch  # pylint: disable=g-import-not-at-top
     device = "cuda" if torch.cuda.is_available() else "cpu"
   if videos and any("i3d" in n for n in needs.values()):
-    from aan_jax import xla_cache  # pylint: disable=g-import-not-at-top
+    from aan_jax.util import xla_cache  # pylint: disable=g-import-not-at-top
     xla_cache.enable("auto", "gpu" if str(device).startswith("cuda") else "cpu")
   cache = pathlib.Path(args.cache or os.path.join(args.out, "features"))
   quiet = args.no_progress

@@ -9,13 +9,13 @@ epochs (Adam 2e-4, batch 32, PCCE); each split's last-epoch model is tested on i
 list; results.json holds the mean accuracy over splits and the figures per split.
 """
 
-from aan_jax import launch
+from aan_jax.training import launch
 
 if __name__ == "__main__":
   launch.configure_xla()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from aan_jax import categorical
+from aan_jax.training import categorical
 
 
 def get_config():

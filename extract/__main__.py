@@ -12,8 +12,8 @@ import pathlib
 import sys
 import tempfile
 
-from aan_jax import cli
-from aan_jax.features import FEATURES, canonical_modalities
+from aan_jax.util import cli
+from aan_jax.data.features import FEATURES, canonical_modalities
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def _main(argv) -> int:
     import torch
     device = "cuda" if torch.cuda.is_available() else "cpu"
   if "i3d" in features:
-    from aan_jax import xla_cache
+    from aan_jax.util import xla_cache
     xla_cache.enable(args.compilation_cache, "gpu" if device.startswith("cuda") else "cpu")
   stems: dict[str, str] = {}
   failed, written, skipped = 0, [], 0

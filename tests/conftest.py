@@ -16,11 +16,11 @@ def reference_dir():
   return REFERENCE
 
 
-# Tests keep XLA's persistent compilation cache (aan_jax.xla_cache) off, so that nothing is
+# Tests keep XLA's persistent compilation cache (aan_jax.util.xla_cache) off, so that nothing is
 # written to the home folder and every test compiles what it tests; a test that checks the
 # cache names a temporary folder. Set at import, before any test or child process starts.
 os.environ.setdefault("AAN_COMPILATION_CACHE", "")
-# Likewise the fused CPU encoder (aan_jax.kernels) is built once per test session into a
+# Likewise the fused CPU encoder (aan_jax.models.kernels) is built once per test session into a
 # temporary folder (a few seconds), shared with the child processes that tests start.
 if "AAN_KERNEL_CACHE" not in os.environ:
   import atexit, shutil, tempfile  # pylint: disable=g-import-not-at-top,multiple-imports

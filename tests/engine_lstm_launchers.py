@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from aan_jax import launch  # pylint: disable=wrong-import-position
+from aan_jax.training import launch  # pylint: disable=wrong-import-position
 
 launch.configure_xla()  # before JAX starts, as `python -m experiments.*` does
 
@@ -21,7 +21,11 @@ launch.configure_xla()  # before JAX starts, as `python -m experiments.*` does
 import jax
 import numpy as np
 
-from aan_jax import corpora, engine, evaluate, export, train
+from aan_jax.data import corpora
+from aan_jax.engine import core as engine
+from aan_jax.evaluation import pooled as evaluate
+from aan_jax.export import core as export
+from aan_jax.training import regression as train
 from experiments import cognimuse_loo, eimt16_global, mediaeval_continuous
 import test_engine_lstm as T
 

@@ -1,4 +1,4 @@
-"""Fuzzes aan_jax.torch_pickle.load under a memory limit: `python fuzz_checkpoints.py SEEDS WORK N SEED`.
+"""Fuzzes aan_jax.convert.torch_pickle.load under a memory limit: `python fuzz_checkpoints.py SEEDS WORK N SEED`.
 
 Run by tests/test_torch_pickle_hostile.py in a child process, so that a crash shows as a
 signal and an allocation past the limit as a MemoryError (RLIMIT_AS) instead of taking the
@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from aan_jax import torch_pickle
+from aan_jax.convert import torch_pickle
 
 LIMIT = 384 << 20  # address space the reader may add above the interpreter's own
 INTERESTING = [-(1 << 63), -(1 << 31), -2, -1, 0, 1, 2, 3, 7, 255, 256, 65535, 1 << 16,

@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from aan_jax import torch_pickle
+from aan_jax.convert import torch_pickle
 
 _STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
             np.dtype(np.float64): "DoubleStorage", np.dtype(np.uint8): "ByteStorage"}

@@ -1,4 +1,4 @@
-"""The baselines (aan_jax.baselines): torch parity, causality, state across windows, fear."""
+"""The baselines (aan_jax.models.baselines): torch parity, causality, state across windows, fear."""
 
 import functools
 import os
@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from aan_jax import baselines
-from aan_jax.features import FEATURE_DIMS
+from aan_jax.models import baselines
+from aan_jax.data.features import FEATURE_DIMS
 
 AUDIO = ("vggish", "emobase2010")
 SMALL = dict(projection=4, hidden=8)
@@ -320,7 +320,7 @@ def test_vmapped_init_of_the_late_fusion_model_does_not_hang(tmp_path):
   import subprocess, sys, textwrap  # pylint: disable=g-import-not-at-top,multiple-imports
   script = textwrap.dedent("""
       import jax
-      from aan_jax import baselines
+      from aan_jax.models import baselines
       model = baselines.LateFusionLSTM("all", hidden=64)
       init = jax.jit(jax.vmap(lambda k: model.init(k, model.dummy_features(1, 1))))
       jax.block_until_ready(init(jax.random.split(jax.random.key(0), 24)))

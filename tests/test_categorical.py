@@ -1,4 +1,4 @@
-"""The categorical task (aan_jax.categorical): its runs against a plain loop, their batches,
+"""The categorical task (aan_jax.training.categorical): its runs against a plain loop, their batches,
 BatchNorm state, isolation of the test lists, resume and config errors (a tiny classifier)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from aan_jax import categorical
+from aan_jax.training import categorical
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -233,7 +233,7 @@ def test_evaluate_reports_the_mean_over_splits_and_per_class_recall(trained):
 
 
 def test_config_errors_name_the_field():
-  from aan_jax.train import ConfigError
+  from aan_jax.util.config import ConfigError
   c = categorical.get_config()
   c.loss = "hinge"
   c.batch_size = 0

@@ -12,8 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from aan_jax import checkpoint, convert, torch_pickle
-from aan_jax.features import FEATURES
+from aan_jax.convert import checkpoint
+from aan_jax.convert import attendaffectnet as convert
+from aan_jax.convert import torch_pickle
+from aan_jax.data.features import FEATURES
 
 SAMPLE_FILES = {"resnet50": "resnet50", "flownet": "flownet", "i3d": "i3d",
                 "vggish": "vggish", "emobase2010": "emobase"}

@@ -15,7 +15,13 @@ import numpy as np
 import optax
 import pytest
 
-from aan_jax import baselines, data, engine, metrics, protocols, synthetic, train
+from aan_jax.models import baselines
+from aan_jax.data import corpus as data
+from aan_jax.engine import core as engine
+from aan_jax.tasks import losses as metrics
+from aan_jax.data import protocols
+from aan_jax.data import synthetic
+from aan_jax.training import regression as train
 
 LENGTHS = (13, 9, 11, 7, 12)   # films of different lengths: padding past each one's end
 
@@ -178,7 +184,8 @@ def _fake_results(mse, targets=("arousal", "valence")):
 
 
 def test_comparison_prints_baselines_beside_the_aan_family_and_the_published_rows():
-  from aan_jax import compare, report
+  from aan_jax.training import compare
+  from aan_jax.outputs import results as report
   assert compare.model_names("all") == ["feature_aan", "temporal_aan", "feature_temporal_aan",
                                         "lstm", "lstm_late_fusion", "linear"]
   assert compare.model_names("baselines,feature_aan") == ["lstm", "lstm_late_fusion", "linear",

@@ -2,7 +2,7 @@
 
 import json
 
-from aan_jax import compare
+from aan_jax.training import compare
 from experiments import compare_models
 
 

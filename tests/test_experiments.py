@@ -8,7 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from aan_jax import evaluate, export, launch, train
+from aan_jax.evaluation import pooled as evaluate
+from aan_jax.export import core as export
+from aan_jax.training import launch
+from aan_jax.training import regression as train
 from experiments import cognimuse_loo, eimt16_global, mediaeval_continuous
 
 

@@ -4,9 +4,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from aan_jax import face_corpora, fer
-from aan_jax.categorical import ClipCorpus
-from aan_jax.corpora import DatasetMissing
+from aan_jax.data import faces as face_corpora
+from aan_jax.models import fer
+from aan_jax.data.corpus import ClipCorpus
+from aan_jax.data.corpora import DatasetMissing
 
 
 def test_synthetic_corpus_shapes_split_and_seed():

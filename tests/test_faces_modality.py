@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from aan_jax import models
-from aan_jax.features import FEATURE_DIMS, FEATURES, PAPER_FEATURE_DIMS, canonical_modalities
+from aan_jax.models import aan as models
+from aan_jax.data.features import FEATURE_DIMS, FEATURES, PAPER_FEATURE_DIMS, canonical_modalities
 
 
 def test_faces_is_a_known_modality_after_the_paper_five():

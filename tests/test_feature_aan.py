@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aan_jax import models
-from aan_jax.features import FEATURE_DIMS, FEATURES, PAPER_FEATURE_DIMS, canonical_modalities
-from aan_jax.layers import TorchLayerNorm
+from aan_jax.models import aan as models
+from aan_jax.data.features import FEATURE_DIMS, FEATURES, PAPER_FEATURE_DIMS, canonical_modalities
+from aan_jax.models.layers import TorchLayerNorm
 
 
 def _features(mods, batch, seed=0):

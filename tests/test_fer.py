@@ -1,4 +1,4 @@
-"""aan_jax.fer / convert.from_fer: parity with fer's own Keras model, and bad files."""
+"""aan_jax.models.fer / convert.from_fer: parity with fer's own Keras model, and bad files."""
 
 import importlib.util
 import os
@@ -10,7 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from aan_jax import convert, fer
+from aan_jax.convert import attendaffectnet as convert
+from aan_jax.models import fer
 
 h5py = pytest.importorskip("h5py")
 

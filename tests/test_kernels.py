@@ -1,5 +1,5 @@
-"""The fused CPU encoder (aan_jax.kernels) against the XLA encoder it replaces, and the
-switch between them (aan_jax.layers.encoder_impl)."""
+"""The fused CPU encoder (aan_jax.models.kernels) against the XLA encoder it replaces, and the
+switch between them (aan_jax.models.layers.encoder_impl)."""
 
 import os
 import subprocess
@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aan_jax import kernels, layers, models
-from aan_jax.features import FEATURE_DIMS
+from aan_jax.models import kernels
+from aan_jax.models import layers
+from aan_jax.models import aan as models
+from aan_jax.data.features import FEATURE_DIMS
 
 # Only the tests that run the kernel need it; the switch, the XLA path's dropout stream
 # and the fallback when the kernel cannot be built are tested everywhere.
@@ -126,7 +128,7 @@ def test_a_failed_build_says_why_and_auto_falls_back(tmp_path, cause):
   # A fresh process with an empty kernel cache and a compiler that fails after pages of
   # warnings, or with a kernel cache that cannot be created (a file is in the way).
   code = textwrap.dedent("""
-      from aan_jax import kernels
+      from aan_jax.models import kernels
       assert not kernels.available()
       print("REASON", kernels.unavailable_reason().replace("\\n", " | "))
       print("IMPL", kernels.resolve("auto"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aan_jax import metrics
+from aan_jax.tasks import losses as metrics
 
 
 def _ccc(x, y):

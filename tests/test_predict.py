@@ -1,4 +1,4 @@
-"""aan_jax.predict and `python -m experiments.predict`: curves, bands, events, outputs, browser."""
+"""aan_jax.inference.predict and `python -m experiments.predict`: curves, bands, events, outputs, browser."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from aan_jax import film_report, predict
-from aan_jax.features import FEATURE_DIMS, FEATURES
+from aan_jax.inference import film_report
+from aan_jax.inference import predict
+from aan_jax.data.features import FEATURE_DIMS, FEATURES
 
 SAMPLE_FILES = {"resnet50": "resnet50", "flownet": "flownet", "i3d": "i3d",
                 "vggish": "vggish", "emobase2010": "emobase"}
@@ -61,11 +62,11 @@ def _init(module, seed):
 
 
 def write_workdir(workdir, models: list[dict]) -> str:
-  """A workdir/models/ folder in the engine's export format (aan_jax.export), untrained:
+  """A workdir/models/ folder in the engine's export format (aan_jax.export.core), untrained:
   each model's Feature AAN parameters come from the seed it names (same seed, same model),
   with a feature normalisation, as the engine writes it."""
-  from aan_jax import export
-  from aan_jax.models import FeatureAAN
+  from aan_jax.export import core as export
+  from aan_jax.models.aan import FeatureAAN
   entries = []
   for m in models:
     mods = tuple(m.get("modalities", ("vggish", "emobase2010")))
@@ -100,7 +101,7 @@ def samples(reference_dir):
 # ---- The authors' released models ------------------------------------------------------------
 
 def test_released_npz_equals_convert_and_flax(reference_dir, samples, tmp_path, capsys):
-  from aan_jax import convert
+  from aan_jax.convert import attendaffectnet as convert
   from experiments import predict as cli
   npz = _npz(tmp_path / "sample.npz", samples)
   assert cli.main([npz, "--models", f"released:{reference_dir}", "--out", str(tmp_path / "o"),
@@ -218,7 +219,8 @@ def test_cli_workdir_and_released_side_by_side(reference_dir, tmp_path):
 
 def test_synthetic_demo_workdir_band(tmp_path):
   """The engine's own export: the synthetic demo's fold models on an unseen synthetic movie."""
-  from aan_jax import synthetic, train
+  from aan_jax.data import synthetic
+  from aan_jax.training import regression as train
   from experiments import cognimuse_loo
   from experiments import predict as cli
   c = cognimuse_loo.get_config()

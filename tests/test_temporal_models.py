@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aan_jax import models
-from aan_jax.layers import DecoderLayer, sinusoidal_positions
+from aan_jax.models import aan as models
+from aan_jax.models.layers import DecoderLayer, sinusoidal_positions
 
 MODS = ("vggish", "emobase2010")
 

@@ -11,7 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from aan_jax import convert, torch_pickle
+from aan_jax.convert import attendaffectnet as convert
+from aan_jax.convert import torch_pickle
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hostile_ckpt import Tensor, legacy_checkpoint, object_pickle, zip_checkpoint  # pylint: disable=g-import-not-at-top,wrong-import-position

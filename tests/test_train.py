@@ -10,7 +10,13 @@ import chex
 import numpy as np
 import pytest
 
-from aan_jax import engine, evaluate, export, metrics, protocols, synthetic, train
+from aan_jax.engine import core as engine
+from aan_jax.evaluation import pooled as evaluate
+from aan_jax.export import core as export
+from aan_jax.tasks import losses as metrics
+from aan_jax.data import protocols
+from aan_jax.data import synthetic
+from aan_jax.training import regression as train
 
 
 def tiny_config(**kw):
@@ -188,7 +194,7 @@ def test_class_weighted_fear_does_not_collapse_to_one_class():
 
 
 def test_results_and_predictions_agree_and_models_reproduce_them(tmp_path, monkeypatch):
-  from aan_jax import corpora
+  from aan_jax.data import corpora
   small = synthetic.make_corpus(segments_per_movie=16, seed=1, num_movies=4)
   monkeypatch.setattr(corpora, "synthetic", lambda config: small)
   cfg = tiny_config(dataset="synthetic", targets=("arousal", "valence"), bootstrap=50)
@@ -320,7 +326,8 @@ def test_every_bad_setting_is_one_line():
 
 SHARDED = textwrap.dedent("""
     import numpy as np, jax
-    from aan_jax import synthetic, train
+    from aan_jax.data import synthetic
+    from aan_jax.training import regression as train
     assert len(jax.local_devices()) == 4, jax.local_devices()
     corpus = synthetic.make_corpus(segments_per_movie=16, seed=1, num_movies=4)
     c = train.get_config()

@@ -4,7 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aan_jax import engine, models, synthetic, train
+from aan_jax.engine import core as engine
+from aan_jax.models import aan as models
+from aan_jax.data import synthetic
+from aan_jax.training import regression as train
 
 
 def tiny_config(model, **kw):
@@ -61,7 +64,7 @@ def test_temporal_models_predict_from_their_best_parameters(model):
   # in held-out mode the early-stopping loss is measured on the predicted movie itself, so
   # the loss of the returned predictions equals the best epoch's validation loss (and not
   # the last epoch's, where they differ).
-  from aan_jax import metrics  # pylint: disable=g-import-not-at-top
+  from aan_jax.tasks import losses as metrics  # pylint: disable=g-import-not-at-top
   differs = 0
   for r in range(len(result.runs)):
     t = result.targets[result.runs.target[r]]

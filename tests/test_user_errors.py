@@ -1,10 +1,11 @@
-"""aan_jax.cli.run: one line for user errors, 130 and what was kept for Ctrl-C, --debug."""
+"""aan_jax.util.cli.run: one line for user errors, 130 and what was kept for Ctrl-C, --debug."""
 
 import sys
 
 import pytest
 
-from aan_jax import cli, torch_pickle
+from aan_jax.util import cli
+from aan_jax.convert import torch_pickle
 
 
 def _raise(exc):

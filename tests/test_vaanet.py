@@ -11,7 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from aan_jax import convert, torch_pickle, vaanet, vaanet_convert  # noqa: E402
+from aan_jax.convert import attendaffectnet as convert  # noqa: E402
+from aan_jax.convert import torch_pickle  # noqa: E402
+from aan_jax.models import vaanet  # noqa: E402
+from aan_jax.convert import vaanet as vaanet_convert  # noqa: E402
 from vaanet_torch_reference import TorchVAANet, pcce as torch_pcce  # noqa: E402
 
 TINY = dict(num_classes=8, seq_len=3, positions=16, backbone_dim=24, hidden=12,

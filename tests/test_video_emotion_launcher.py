@@ -11,7 +11,9 @@ import types
 import numpy as np
 import pytest
 
-from aan_jax import categorical, corpora, synthetic
+from aan_jax.training import categorical
+from aan_jax.data import corpora
+from aan_jax.data import synthetic
 
 TINY = {"synthetic.num_clips": 32, "synthetic.num_splits": 2, "synthetic.snippets": 2,
         "synthetic.positions": 4, "synthetic.backbone_dim": 8, "synthetic.audio_frames": 16,
@@ -60,7 +62,7 @@ def test_launcher_writes_the_output_contract(workdir):
 
 
 def test_exported_classifiers_reproduce_the_test_predictions(workdir):
-  from aan_jax import export
+  from aan_jax.export import core as export
   d, _ = workdir
   corpus = synthetic.make_clips(32, 2, 0, 2, 4, 8, 16, 32)
   with open(d / "predictions.csv") as f:

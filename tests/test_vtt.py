@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from aan_jax import classification, vtt
+from aan_jax.tasks import classification
+from aan_jax.models import vtt
 
 TINY = dict(widths=(8, 16), stage_sizes=(1, 1))  # two blocks: compiles fast on a CPU
 

@@ -12,7 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from aan_jax import categorical, face_corpora, fer, vtt_task
+from aan_jax.training import categorical
+from aan_jax.data import faces as face_corpora
+from aan_jax.models import fer
+from aan_jax.training import faces as vtt_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"faces.size": 16, "faces.per_class": 4, "faces.test_fraction": 0.5,
@@ -51,7 +54,7 @@ def test_launcher_writes_the_output_contract(workdir):
 
 
 def test_exported_model_reproduces_the_test_predictions(workdir):
-  from aan_jax import export  # pylint: disable=import-outside-toplevel
+  from aan_jax.export import core as export  # pylint: disable=import-outside-toplevel
   d, _ = workdir
   corpus = face_corpora.synthetic(size=16, per_class=4, test_fraction=0.5)
   with open(d / "predictions.csv") as fh:
@@ -65,7 +68,7 @@ def test_exported_model_reproduces_the_test_predictions(workdir):
 
 
 def test_exported_model_loads_in_a_fresh_process_with_only_export_imported(workdir):
-  """Nothing but aan_jax.export imported: the loader must find the `vtt` kind itself."""
+  """Nothing but aan_jax.export.core imported: the loader must find the `vtt` kind itself."""
   d, _ = workdir
   code = ("import sys; from aan_jax import export; "
           "(m,) = export.load_classifiers(sys.argv[1]); print(m.kind, len(m.classes))")

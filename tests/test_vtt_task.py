@@ -6,7 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from aan_jax import prng, vtt, vtt_task
+from aan_jax.util import prng
+from aan_jax.models import vtt
+from aan_jax.training import faces as vtt_task
 
 TINY = ml_collections.ConfigDict({"vtt": {"widths": (8, 16), "stage_sizes": (1, 1)}})
 

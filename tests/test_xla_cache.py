@@ -1,8 +1,8 @@
-"""aan_jax.xla_cache: where the persistent compilation cache goes, per setting and platform."""
+"""aan_jax.util.xla_cache: where the persistent compilation cache goes, per setting and platform."""
 
 import os
 
-from aan_jax import xla_cache
+from aan_jax.util import xla_cache
 
 
 def test_auto_is_on_for_accelerators_and_off_on_the_cpu(monkeypatch):

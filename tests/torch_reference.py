@@ -1,7 +1,7 @@
 """The authors' Feature AttendAffectNet forward pass, in PyTorch, for parity tests.
 
 Written from the class sources that the released legacy pickles carry (read with
-`aan_jax.torch_pickle`, never executed): Annotated-Transformer style encoder with
+`aan_jax.convert.torch_pickle`, never executed): Annotated-Transformer style encoder with
 norm-first sublayers, their LayerNorm (unbiased std, eps on the std), a single-linear
 feed-forward in one of two forms, mean pooling over modality tokens, optional tanh.
 Parameters are loaded by their original state-dict names, so a mistake in our converter's

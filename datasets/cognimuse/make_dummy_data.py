@@ -12,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax.features import PAPER_FEATURE_DIMS
+from aan_jax.data.features import PAPER_FEATURE_DIMS
 
 FPS = 25
 

@@ -11,9 +11,9 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aan_jax import annotations as ann
-from aan_jax import cli
-from aan_jax.features import FEATURE_DIMS, PAPER_FEATURE_DIMS, FEATURES  # noqa: F401
+from aan_jax.data import annotations as ann
+from aan_jax.util import cli
+from aan_jax.data.features import FEATURE_DIMS, PAPER_FEATURE_DIMS, FEATURES  # noqa: F401
 
 log = logging.getLogger(__name__)
 

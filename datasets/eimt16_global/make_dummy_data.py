@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax.features import PAPER_FEATURE_DIMS
+from aan_jax.data.features import PAPER_FEATURE_DIMS
 
 TRAIN = {"ACCEDE00000": (2.1, 3.0), "ACCEDE00001": (3.4, 1.9), "ACCEDE00002": (1.5, 4.2)}
 TEST = {"MEDIAEVAL16_00000": (2.8, 2.2), "MEDIAEVAL16_00001": (3.1, 3.3)}

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from aan_jax.features import PAPER_FEATURE_DIMS
+from aan_jax.data.features import PAPER_FEATURE_DIMS
 
 
 def write_windows(path, n: int, seed: int):

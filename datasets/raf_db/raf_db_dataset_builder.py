@@ -12,7 +12,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aan_jax.annotations import CorpusFileError
+from aan_jax.data.annotations import CorpusFileError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ FER-2013 classifier of the faces track (angry, disgust, fear, happy, sad, surpri
 neutral), mapped from RAF-DB's own numbering by name; `raf_label` keeps RAF-DB's 1-7.
 """
 
-# The project's expression classes, in the order of aan_jax.fer.EMOTIONS (faces track, events).
+# The project's expression classes, in the order of aan_jax.models.fer.EMOTIONS (faces track, events).
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 # RAF-DB's numbering (its README): 1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness,
 # 6 Anger, 7 Neutral. Mapped by name: the two orders differ.

@@ -10,8 +10,8 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from aan_jax import emotion_lists
-from aan_jax.vaanet import VE8_CLASSES
+from aan_jax.data import emotion_lists
+from aan_jax.models.vaanet import VE8_CLASSES
 
 log = logging.getLogger(__name__)
 CLASSES = VE8_CLASSES

@@ -9,7 +9,8 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax import categorical, corpora  # noqa: E402
+from aan_jax.training import categorical  # noqa: E402
+from aan_jax.data import corpora  # noqa: E402
 
 _builders.hide_gpus()
 ve8 = _builders.load_module("videoemotion8")

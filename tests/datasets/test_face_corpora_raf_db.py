@@ -1,4 +1,4 @@
-"""RAF-DB as the face task's corpus (aan_jax.face_corpora.raf_db), read from a TFDS build of
+"""RAF-DB as the face task's corpus (aan_jax.data.faces.raf_db), read from a TFDS build of
 the builder's dummy data (here, with the TensorFlow tests: TF and torch in one process crash)."""
 
 import ml_collections
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import _builders
-from aan_jax import face_corpora, fer
-from aan_jax.categorical import ClipCorpus
+from aan_jax.data import faces as face_corpora
+from aan_jax.models import fer
+from aan_jax.data.corpus import ClipCorpus
 
 
 def test_raf_db_from_the_dummy_build(tmp_path):

@@ -15,7 +15,9 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax import evaluate, export, train  # noqa: E402
+from aan_jax.evaluation import pooled as evaluate  # noqa: E402
+from aan_jax.export import core as export  # noqa: E402
+from aan_jax.training import regression as train  # noqa: E402
 
 _builders.hide_gpus()
 eimt16 = _builders.load_module("eimt16_global")

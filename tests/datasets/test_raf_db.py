@@ -9,8 +9,8 @@ tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("PIL")
 
 import _builders  # noqa: E402
-from aan_jax import annotations as ann  # noqa: E402
-from aan_jax import fer  # noqa: E402
+from aan_jax.data import annotations as ann  # noqa: E402
+from aan_jax.models import fer  # noqa: E402
 
 _builders.hide_gpus()
 raf_db = _builders.load_module("raf_db")

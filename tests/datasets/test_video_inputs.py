@@ -20,7 +20,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax.features import PAPER_FEATURE_DIMS  # noqa: E402
+from aan_jax.data.features import PAPER_FEATURE_DIMS  # noqa: E402
 
 _builders.hide_gpus()
 eimt16 = _builders.load_module("eimt16_global")

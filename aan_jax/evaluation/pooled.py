@@ -1,0 +1,211 @@
+"""Honest evaluation of an experiment's runs: selection on validation, pooled figures with
+bootstrap intervals over groups, and the prediction table they are computed from.
+
+Everything here is numpy in float64 on the float32 predictions that predictions.csv holds,
+so every pooled figure in results.json can be recomputed exactly from that file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+PREDICTION_COLUMNS = ("run", "fold", "group", "item", "start_s", "end_s", "target", "truth",
+                      "prediction")
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def regression_metrics(pred, truth) -> dict:
+  """MSE, Pearson and Lin's concordance over all rows (population moments)."""
+  p, t = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+  n = len(p)
+  if n == 0:
+    return {"mse": math.nan, "pcc": math.nan, "ccc": math.nan, "n": 0}
+  mp, mt = p.mean(), t.mean()
+  vp, vt = np.mean((p - mp) ** 2), np.mean((t - mt) ** 2)
+  cov = np.mean((p - mp) * (t - mt))
+  pcc = cov / math.sqrt(vp * vt) if vp * vt > 0 else 0.0
+  cden = vp + vt + (mp - mt) ** 2
+  return {"mse": float(np.mean((p - t) ** 2)), "pcc": float(pcc),
+          "ccc": float(2 * cov / cden) if cden > 0 else 0.0, "n": int(n)}
+
+
+def average_precision(score, truth) -> float:
+  """Average precision as scikit-learn's average_precision_score defines it (the step-wise
+  sum over distinct thresholds, no interpolation); NaN without a positive."""
+  s, y = np.asarray(score, np.float64), np.asarray(truth) > 0.5
+  if not y.any():
+    return math.nan
+  order = np.argsort(-s, kind="mergesort")
+  s, y = s[order], y[order]
+  last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last row of each distinct score
+  tps = np.cumsum(y)[last]
+  precision = tps / (last + 1)
+  recall = tps / tps[-1]
+  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def best_threshold(score, truth) -> float:
+  """The score threshold (predict positive where score >= it) with the best F1."""
+  s, y = np.asarray(score, np.float64), np.asarray(truth) > 0.5
+  if not y.any() or len(s) == 0:
+    return 0.5
+  order = np.argsort(-s, kind="mergesort")
+  s_sorted, y_sorted = s[order], y[order]
+  last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+  tps = np.cumsum(y_sorted)[last]
+  f1 = 2 * tps / (last + 1 + y.sum())
+  return float(s_sorted[last[int(np.argmax(f1))]])
+
+
+def f1_at(score, truth, threshold) -> dict:
+  s, y = np.asarray(score, np.float64), np.asarray(truth) > 0.5
+  pred = s >= np.asarray(threshold, np.float64)
+  tp = float(np.sum(pred & y))
+  precision = tp / pred.sum() if pred.sum() else 0.0
+  recall = tp / y.sum() if y.sum() else 0.0
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+  return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def binary_metrics(score, truth, groups, thresholds) -> dict:
+  """AP pooled over all rows, MAP (mean over groups with a positive of the group's AP), and
+  precision/recall/F1 at each row's threshold (chosen on validation)."""
+  score, truth, groups = np.asarray(score), np.asarray(truth), np.asarray(groups)
+  per = [average_precision(score[groups == g], truth[groups == g]) for g in np.unique(groups)]
+  per = [a for a in per if not math.isnan(a)]
+  out = {"ap": average_precision(score, truth), "map": float(np.mean(per)) if per else math.nan,
+         "prevalence": float(np.mean(truth > 0.5)) if len(truth) else math.nan,
+         "n": int(len(truth))}
+  out.update(f1_at(score, truth, thresholds))
+  return out
+
+
+def bootstrap_interval(groups, fn: Callable[[np.ndarray], float], n: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> list[float]:
+  """A percentile interval of fn(rows) over resamples of whole groups (movies, excerpts)."""
+  groups = np.asarray(groups)
+  names, inverse = np.unique(groups, return_inverse=True)
+  rows = [np.flatnonzero(inverse == i) for i in range(len(names))]
+  if len(names) < 2:
+    return [math.nan, math.nan]
+  rng = np.random.default_rng(seed)
+  values = []
+  for _ in range(n):
+    pick = rng.integers(len(names), size=len(names))
+    v = fn(np.concatenate([rows[i] for i in pick]))
+    if not math.isnan(v):
+      values.append(v)
+  if not values:
+    return [math.nan, math.nan]
+  a = (1 - level) / 2
+  return [float(np.quantile(values, a)), float(np.quantile(values, 1 - a))]
+
+
+# ------------------------------------------------------------------------- the table
+
+
+def prediction_table(result, runs_rows: Sequence[int]) -> dict:
+  """Column arrays of predictions.csv for the given runs (test predictions, labelled rows)."""
+  c, runs = result.corpus, result.runs
+  cols = {k: [] for k in PREDICTION_COLUMNS}
+  for r in runs_rows:
+    target = result.targets[runs.target[r]]
+    lab = c.label_mask[target]
+    for j, (g, ok) in enumerate(zip(runs.test_idx[r], runs.test_ok[r])):
+      if not ok:
+        continue
+      items = np.flatnonzero(lab[g])
+      n = len(items)
+      cols["run"] += [runs.names[r]] * n
+      cols["fold"] += [result.folds[runs.fold[r]].name] * n
+      cols["group"] += [c.groups[g]] * n
+      cols["item"] += items.tolist()
+      cols["start_s"] += c.start_s[g, items].tolist()
+      cols["end_s"] += c.end_s[g, items].tolist()
+      cols["target"] += [target] * n
+      cols["truth"] += c.targets[target][g, items].tolist()
+      cols["prediction"] += result.test_predictions[r, j, items].tolist()
+  out = {k: np.asarray(v) for k, v in cols.items()}
+  for k in ("truth", "prediction", "start_s", "end_s"):
+    out[k] = np.asarray(out[k], np.float32)
+  return out
+
+
+def write_predictions(path: str, table: dict) -> None:
+  """predictions.csv (atomically); float32 values with 9 significant digits (they round-trip)."""
+  from aan_jax.util import atomic  # pylint: disable=g-import-not-at-top
+  buf = io.StringIO(newline="")
+  w = csv.writer(buf)
+  w.writerow(PREDICTION_COLUMNS)
+  fmt = lambda x: "" if math.isnan(x) else f"{x:.9g}"
+  for i in range(len(table["run"])):
+    w.writerow([table["run"][i], table["fold"][i], table["group"][i], int(table["item"][i]),
+                fmt(float(table["start_s"][i])), fmt(float(table["end_s"][i])),
+                table["target"][i], fmt(float(table["truth"][i])),
+                fmt(float(table["prediction"][i]))])
+  atomic.write_file(path, buf.getvalue())
+
+
+def read_predictions(path: str) -> dict:
+  """predictions.csv back into column arrays (float32 where written from float32)."""
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  out = {k: np.asarray([r[k] for r in rows]) for k in PREDICTION_COLUMNS}
+  for k in ("truth", "prediction", "start_s", "end_s"):
+    out[k] = np.asarray([float(x) if x else math.nan for x in out[k]], np.float32)
+  out["item"] = out["item"].astype(int)
+  return out
+
+
+def summarize_target(table: dict, task: str, thresholds: dict | None = None,
+                     bootstrap: int = 1000, seed: int = 0) -> dict:
+  """Pooled figures of one target's rows with intervals, and the figures per group."""
+  pred, truth, groups = table["prediction"], table["truth"], table["group"]
+  if task == "binary":
+    th = np.asarray([thresholds[r] for r in table["run"]], np.float64)
+    out = binary_metrics(pred, truth, groups, th)
+    keys = ("ap", "map", "f1")
+    fn = lambda k: (lambda i: binary_metrics(pred[i], truth[i], groups[i], th[i])[k])
+    per_group = {}
+    for g in dict.fromkeys(groups.tolist()):
+      sel = groups == g
+      per_group[g] = {"ap": average_precision(pred[sel], truth[sel]), "n": int(sel.sum()),
+                      "positives": int((truth[sel] > 0.5).sum())}
+  else:
+    out = regression_metrics(pred, truth)
+    keys = ("mse", "pcc", "ccc")
+    fn = lambda k: (lambda i: regression_metrics(pred[i], truth[i])[k])
+    per_group = {g: regression_metrics(pred[groups == g], truth[groups == g])
+                 for g in dict.fromkeys(groups.tolist())}
+  out["interval"] = {k: bootstrap_interval(groups, fn(k), bootstrap, seed) for k in keys}
+  out["interval_level"] = 0.95
+  out["per_group"] = per_group
+  return out
+
+
+def paired_difference(a: dict, b: dict, task: str, key: str, n: int = 1000,
+                      seed: int = 0) -> dict:
+  """Model a minus model b on the rows both predicted, with a bootstrap over groups."""
+  ka = {(g, i, t): k for k, (g, i, t) in enumerate(zip(a["group"], a["item"], a["target"]))}
+  pairs = [(ka[(g, i, t)], k) for k, (g, i, t) in enumerate(zip(b["group"], b["item"], b["target"]))
+           if (g, i, t) in ka]
+  if not pairs:
+    return {"difference": math.nan, "interval": [math.nan, math.nan], "n": 0}
+  ia, ib = map(np.asarray, zip(*pairs))
+  groups = a["group"][ia]
+
+  def metric(tab, idx):
+    if task == "binary":
+      return average_precision(tab["prediction"][idx], tab["truth"][idx])
+    return regression_metrics(tab["prediction"][idx], tab["truth"][idx])[key]
+
+  diff = lambda rows: metric(a, ia[rows]) - metric(b, ib[rows])
+  return {"difference": diff(np.arange(len(ia))),
+          "interval": bootstrap_interval(groups, diff, n, seed), "n": int(len(ia))}

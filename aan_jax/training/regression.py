@@ -1,0 +1,595 @@
+"""Training and evaluation of an experiment: corpus x protocol x targets x seeds x sweep.
+
+`train_and_evaluate(config, workdir)` is what every launcher calls (the Flax examples'
+shape): it loads the corpus, builds the protocol's folds and the runs, trains them all in
+one compiled program per batch size (`aan_jax.engine.core`), selects each target's grid point on
+validation, and writes the output contract:
+
+    workdir/results.json      pooled figures per target with 95% bootstrap intervals over
+                              groups, per-group figures, protocol, config, sweep, timings
+    workdir/predictions.csv   one row per test prediction of the selected point
+    workdir/models/           every selected run's best parameters (aan_jax.export.load_models)
+    workdir/tensorboard/      training and validation loss per run
+    workdir/plots/            prediction over truth per test movie (scatter for excerpts)
+    workdir/checkpoints/      the whole training state; rerun the command to resume
+
+    from aan_jax.data import synthetic
+    from aan_jax.training import regression as train
+    result = train.train(synthetic.make_corpus(), train.get_config())
+    summary = train.evaluate(result)[0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import sys
+import time
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from aan_jax.engine import core as eng
+from aan_jax.evaluation import pooled as ev
+from aan_jax.data import protocols
+from aan_jax.data.corpus import TASKS, TARGETS, Corpus
+from aan_jax.data.features import canonical_modalities
+from aan_jax.util.config import ConfigError
+from aan_jax.data.protocols import EARLY_STOPPING_LABELS  # pylint: disable=unused-import
+
+# Re-exported for notebooks and older code.
+MODELS = eng.MODELS
+register_model = eng.register_model
+get_model_spec = eng.get_model_spec
+
+DATASETS = ("cognimuse", "eimt16_global", "liris_accede_continuous", "synthetic")
+
+
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Engine defaults: the paper's Feature AAN settings; launchers set their corpus."""
+  c = ml_collections.ConfigDict()
+  c.dataset = "synthetic"       # cognimuse | eimt16_global | liris_accede_continuous | synthetic
+  c.preset = ""                 # whose paper settings fill unset values ("" = dataset's)
+  c.tfds_config = ""            # the builder config ("" = the launcher's default)
+  c.data_dir = ""               # TFDS data_dir; "" = TFDS default (~/tensorflow_datasets)
+  c.protocol = "leave_one_out"  # leave_one_out | fixed_split | official | dev_loo
+  c.validation_fraction = 0.1   # fixed_split: training groups drawn for validation
+  c.validation_groups = 3       # official: dev movies drawn for validation
+  c.model = "feature_aan"
+  c.modalities = "all"          # names, comma-separated, or all / audio / video
+  c.targets = ("arousal", "valence")
+  c.num_epochs = 500
+  c.patience = 30               # 0 turns early stopping off
+  c.early_stopping = "validation"  # or "held_out" (the authors' scripts; leave_one_out only)
+  c.batch_size = 30             # training rows per run and step, on average
+  c.target_batch_size = ""      # per target, e.g. "arousal:40,valence:20" (EIMT16)
+  c.learning_rate = 5e-4
+  c.dropout = 0.1
+  c.mse_weight = 1.0            # the loss: mse_weight * MSE + pcc_weight * (1 - PCC)
+  c.pcc_weight = 1.0
+  c.normalize = True            # per-fold feature normalisation from training rows
+  c.d_model = 8
+  c.num_heads = 2
+  c.num_layers = 6
+  c.ffn = "auto"                # auto: the released variant for the modality set
+  # Temporal models only:
+  c.window = 5                  # segments per window (5 COGNIMUSE, 4 EIMT16)
+  c.norm_first = True           # released layout; False: post-norm as the paper's text
+  c.feature_dropout = 0.1       # Feature+Temporal: dropout inside the feature encoder
+  # Baselines (lstm, lstm_late_fusion, linear), trained statefully on consecutive windows of
+  # `window` items per group (the carry passed on, truncated backpropagation):
+  c.hidden = 512                # LSTM cells (per modality group for lstm_late_fusion)
+  c.projection = 8              # per-modality Dense before the LSTM; 0: the raw features
+  c.lstm_layers = 1
+  c.output_range = ""           # "lo,hi" of the tanh head; "" = the dataset's (EIMT16 1,5)
+  c.seed = 0
+  c.seeds = 1                   # runs per fold with seeds seed, seed+1, ...
+  c.checkpoint_every = 5        # epochs per compiled chunk (checkpoint + progress)
+  c.max_devices = 0             # 0: all local devices
+  # hash32 (aan_jax.util.prng): a cheap counter-based PRNG; like threefry2x32 it draws the same
+  # dropout masks for a run whichever runs train with it.
+  c.prng_impl = "hash32"
+  # The Feature AAN's encoder: "auto" uses the fused CPU kernel (aan_jax.models.kernels) on a CPU
+  # when it builds and dropout is not swept, else XLA's; "cpu_kernel" insists; "xla" never.
+  c.encoder_impl = "auto"
+  # Sweeps: comma-separated values per hyperparameter, e.g. "1e-4,5e-4,1e-3"; every grid
+  # point trains in the same program, each target's point is chosen on validation.
+  c.sweep = ml_collections.ConfigDict({k: "" for k in eng.RUN_HPARAMS})
+  c.bootstrap = 1000            # resamples of the groups for the 95% intervals
+  c.export = True               # write workdir/models/
+  c.plots = True
+  c.compilation_cache = "auto"  # aan_jax.util.xla_cache: a folder, "" for off, or auto
+  c.synthetic = ml_collections.ConfigDict({
+      "segments_per_movie": 360, "seed": 0, "num_movies": 12, "num_epochs": 10,
+      "patience": 3, "num_train": 400, "num_test": 100})
+  return c
+
+
+# The paper's hyperparameters (section IV-B), used where a setting is left unset (None).
+MODEL_PRESETS = {
+    "feature_aan": {"learning_rate": 5e-4, "dropout": 0.1, "num_epochs": 500},
+    "temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
+    "feature_temporal_aan": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 1000},
+    # The thesis (seed 002, 4.4-4.5): Adam at 1e-3 (1e-4 also good), dropout 0.5; it trained
+    # 50 epochs for lack of time, we allow 200 with the usual early stopping.
+    "lstm": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 200},
+    "lstm_late_fusion": {"learning_rate": 1e-3, "dropout": 0.5, "num_epochs": 200},
+    "linear": {"learning_rate": 1e-3, "dropout": 0.0, "num_epochs": 200},
+}
+DATASET_PRESETS = {
+    "cognimuse": {"patience": 30, "batch_size": 30, "window": 5},
+    # EIMT16 (section IV-B): lr 0.01, batch 40 for arousal and 20 for valence, window 4.
+    "eimt16_global": {"patience": 30, "learning_rate": 1e-2, "batch_size": 30,
+                      "target_batch_size": "arousal:40,valence:20", "window": 4,
+                      "output_range": "1,5"},
+    "liris_accede_continuous": {"patience": 30, "batch_size": 30, "window": 5},
+    "synthetic": {"batch_size": 30, "window": 5},
+}
+_UNSET = ("num_epochs", "patience", "learning_rate", "dropout", "batch_size",
+          "target_batch_size", "window")
+
+
+def unset_presets(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes the preset-able settings placeholders (None = the preset), for launchers."""
+  types = {"num_epochs": int, "patience": int, "learning_rate": float, "dropout": float,
+           "batch_size": int, "target_batch_size": str, "window": int}
+  for k in _UNSET:
+    c[k] = config_dict.placeholder(types[k])
+  return c
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fills unset settings from the model's and the dataset's presets (the dataset's win:
+  EIMT16's learning rate is 0.01 for every model), then the synthetic demo's epochs."""
+  config = config.copy_and_resolve_references()
+  preset = dict(MODEL_PRESETS.get(config.model, {}))
+  preset.update(DATASET_PRESETS.get(config.get("preset") or config.dataset, {}))
+  if config.dataset == "synthetic":
+    preset.update(num_epochs=config.synthetic.num_epochs, patience=config.synthetic.patience)
+  defaults = get_config()
+  with config.unlocked():
+    for k in _UNSET:
+      if config.get(k) is None:
+        config[k] = preset.get(k, defaults[k])
+    if not str(config.get("output_range", "") or "").strip():
+      config.output_range = preset.get("output_range", "")
+  return config
+
+
+def _floats(text: str) -> list[float]:
+  return [float(x) for x in str(text).split(",") if x.strip()]
+
+
+def sweep_points(config) -> list[dict]:
+  """The grid: every combination of the swept values; unswept ones from the config."""
+  base = {k: config[k] for k in eng.RUN_HPARAMS}
+  axes = [(k, _floats(config.sweep[k])) for k in eng.RUN_HPARAMS if str(config.sweep[k]).strip()]
+  points = []
+  for combo in itertools.product(*[v for _, v in axes]) if axes else [()]:
+    p = dict(base)
+    p.update({k: v for (k, _), v in zip(axes, combo)})
+    p["patience"] = int(p["patience"])
+    points.append(p)
+  return points
+
+
+def swept(config) -> list[str]:
+  return [k for k in eng.RUN_HPARAMS if str(config.sweep[k]).strip()]
+
+
+def target_batch_sizes(config) -> dict[str, int]:
+  out = {t: int(config.batch_size) for t in config.targets}
+  for part in str(config.target_batch_size or "").split(","):
+    if part.strip():
+      name, _, size = part.partition(":")
+      if name.strip() in out:
+        out[name.strip()] = int(size)
+  return out
+
+
+def validate(config) -> None:
+  """Checks every setting before anything is built; one line per problem."""
+  problems = []
+  def need(ok, msg):
+    if not ok:
+      problems.append(msg)
+  def finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+  need(config.model in eng.MODELS, f"model: unknown {config.model!r}; use one of {sorted(eng.MODELS)}")
+  need(config.dataset in DATASETS, f"dataset: unknown {config.dataset!r}; use one of {list(DATASETS)}")
+  need(config.protocol in protocols.PROTOCOLS,
+       f"protocol: unknown {config.protocol!r}; use one of {list(protocols.PROTOCOLS)}")
+  need(config.early_stopping in ("validation", "held_out"),
+       f"early_stopping: {config.early_stopping!r}; use 'validation' or 'held_out'")
+  try:
+    canonical_modalities(config.modalities)
+  except ValueError as e:
+    problems.append(f"modalities: {e}")
+  targets = tuple(config.targets)
+  need(len(targets) > 0, "targets: none given")
+  for t in targets:
+    need(t in TARGETS, f"targets: unknown {t!r}; use some of {list(TARGETS)}")
+  for k in ("num_epochs", "batch_size", "num_layers", "num_heads", "d_model", "window",
+            "seeds", "checkpoint_every", "bootstrap", "hidden", "lstm_layers"):
+    v = config[k]
+    need(isinstance(v, int) and v >= 1, f"{k}: must be a whole number >= 1; got {v!r}")
+  need(isinstance(config.projection, int) and config.projection >= 0,
+       f"projection: must be a whole number >= 0; got {config.projection!r}")
+  try:
+    lo, hi = eng.output_range(config)
+    need(math.isfinite(lo) and math.isfinite(hi) and lo < hi,
+         f"output_range: {config.output_range!r} is not lo,hi with lo < hi")
+  except ValueError:
+    problems.append(f"output_range: {config.output_range!r} is not two numbers lo,hi")
+  need(isinstance(config.patience, int) and config.patience >= 0,
+       f"patience: must be a whole number >= 0; got {config.patience!r}")
+  if isinstance(config.d_model, int) and isinstance(config.num_heads, int) and config.num_heads >= 1:
+    need(config.d_model % config.num_heads == 0,
+         f"d_model: {config.d_model} is not divisible by num_heads {config.num_heads}")
+  need(finite(config.learning_rate) and config.learning_rate > 0,
+       f"learning_rate: must be a finite number > 0; got {config.learning_rate!r}")
+  for k in ("dropout", "feature_dropout"):
+    need(finite(config[k]) and 0 <= config[k] < 1, f"{k}: must be in [0, 1); got {config[k]!r}")
+  for k in ("mse_weight", "pcc_weight"):
+    need(finite(config[k]) and config[k] >= 0, f"{k}: must be a finite number >= 0; got {config[k]!r}")
+  need(finite(config.validation_fraction) and 0 < config.validation_fraction < 1,
+       f"validation_fraction: must be in (0, 1); got {config.validation_fraction!r}")
+  need(isinstance(config.validation_groups, int) and config.validation_groups >= 1,
+       f"validation_groups: must be a whole number >= 1; got {config.validation_groups!r}")
+  for part in str(config.target_batch_size or "").split(","):
+    if part.strip():
+      name, _, size = part.partition(":")
+      need(name.strip() in TARGETS and size.strip().isdigit() and int(size) >= 1,
+           f"target_batch_size: {part!r} is not target:size with size >= 1")
+  for k in eng.RUN_HPARAMS:
+    text = str(config.sweep[k]).strip()
+    if not text:
+      continue
+    try:
+      values = _floats(text)
+    except ValueError:
+      problems.append(f"sweep.{k}: {text!r} is not a comma-separated list of numbers")
+      continue
+    for v in values:
+      if k == "learning_rate":
+        need(math.isfinite(v) and v > 0, f"sweep.learning_rate: {v} is not a finite rate > 0")
+      elif k == "dropout":
+        need(math.isfinite(v) and 0 <= v < 1, f"sweep.dropout: {v} is not in [0, 1)")
+      elif k == "patience":
+        need(v >= 0 and v == int(v), f"sweep.patience: {v} is not a whole number >= 0")
+      else:
+        need(math.isfinite(v) and v >= 0, f"sweep.{k}: {v} is not a finite number >= 0")
+  if swept(config) and config.early_stopping == "held_out":
+    problems.append("sweep: grid points are chosen on validation; with early_stopping="
+                    "'held_out' that would be the test movie. Use early_stopping=validation")
+  if problems:
+    raise ConfigError("\n".join(problems))
+
+
+def early_stopping_mode(config) -> str:
+  patience = [config.patience] + [int(v) for v in _floats(config.sweep.patience or "")]
+  return "off" if max(patience) == 0 else config.early_stopping
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class Result:
+  """What an experiment produced, as numpy arrays over runs (leading axis R)."""
+  corpus: Corpus
+  targets: tuple[str, ...]
+  folds: list
+  runs: eng.Runs
+  points: list[dict]
+  test_predictions: np.ndarray  # (R, T, I) on the test groups, best parameters; scores for binary
+  val_predictions: np.ndarray   # (R, V, I) on the validation groups, best parameters
+  best_params: object           # pytree, leaves (R, ...)
+  norm: dict                    # {"mean"/"std": name -> (R, dim)}
+  pos_weight: np.ndarray        # (R,)
+  best_epoch: np.ndarray        # (R,) 0-based; the last epoch when early stopping is off
+  epochs_trained: np.ndarray    # (R,)
+  train_loss: np.ndarray        # (R, E) NaN after a run stopped
+  val_loss: np.ndarray          # (R, E)
+  early_stopping: str
+  seconds: float
+  num_devices: int
+  batch_sizes: dict
+  config: dict
+  encoder_impl: str = "xla"     # the encoder the programs ran ("xla" or "cpu_kernel")
+
+
+def _transform(task: str, raw: np.ndarray) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-raw)) if task == "binary" else raw
+
+
+def train(corpus: Corpus, config, workdir: str | None = None,
+          progress: Callable[[dict], None] | None = None,
+          folds: list | None = None) -> Result:
+  """Trains every run of `config` on `corpus`; resumes from `workdir` if it holds a checkpoint.
+
+  `progress` is called after each chunk of `config.checkpoint_every` epochs with
+  {"epoch", "num_epochs", "running", "runs", "group"}; raising from it stops training after
+  the chunk's checkpoint is written.
+  """
+  t0 = time.time()
+  mode = early_stopping_mode(config)
+  if folds is None:
+    folds = protocols.make_folds(corpus, config.protocol, mode, config.seed,
+                                 config.validation_fraction, config.validation_groups)
+  targets = tuple(config.targets)
+  points = sweep_points(config)
+  runs = eng.make_runs(targets, folds, len(corpus.groups), points, config.seeds)
+  sizes = target_batch_sizes(config)
+  # One program per batch size; a sequential model's head depends on the task, so its
+  # programs are per task too.
+  per_task = eng.get_model_spec(config.model).sequential
+  by_size: dict[tuple, list[int]] = {}
+  for r in range(len(runs)):
+    t = targets[runs.target[r]]
+    by_size.setdefault((sizes[t], corpus.task(t) if per_task else ""), []).append(r)
+
+  r_total, e = len(runs), config.num_epochs
+  out = {"test": [None] * r_total, "val": [None] * r_total}
+  best_epoch = np.zeros(r_total, np.int32)
+  epochs_trained = np.zeros(r_total, np.int32)
+  train_loss = np.full((r_total, e), np.nan, np.float32)
+  val_loss = np.full((r_total, e), np.nan, np.float32)
+  norm = {"mean": {}, "std": {}}
+  pos_weight = np.ones(r_total, np.float32)
+  params_parts, devices, impl = [], 1, "xla"
+  for (size, task), rows in sorted(by_size.items()):
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+      cfg.batch_size = size
+    engine = eng.Engine(corpus, cfg, targets, runs.select(rows), mode)
+    devices = engine.num_devices
+    impl = engine.plan.config.get("_encoder_impl", "xla")
+    compiling = engine.precompile()
+    state = engine.init_state()
+    for f in compiling:  # before the first call, so that nothing is compiled twice
+      f.result()
+    sub = "checkpoints" if len(by_size) == 1 else os.path.join(
+        "checkpoints", f"batch{size}" + (f"_{task}" if task else ""))
+    ckpt = eng.Checkpointer(os.path.join(workdir, sub), eng.fingerprint(engine)) if workdir else None
+    try:
+      if ckpt is not None:
+        restored = ckpt.restore(state)
+        if restored is not None:
+          state = restored
+      every = max(1, config.checkpoint_every)
+      while True:
+        epoch = int(state["epoch"])
+        running = int((~np.asarray(state["stopped"])).sum())
+        if epoch >= e or running == 0:
+          break
+        state = engine.run_chunk(state, min(e, epoch + every))
+        if ckpt is not None:
+          ckpt.save(state, int(state["epoch"]))
+        if progress is not None:
+          progress({"epoch": int(state["epoch"]), "num_epochs": e,
+                    "running": int((~np.asarray(state["stopped"])).sum()),
+                    "runs": len(rows), "group": f"batch {size} {task}".strip()})
+      test = engine.predict(state["best_params"], "test")
+      val = engine.predict(state["best_params"], "val")
+    finally:
+      if ckpt is not None:
+        ckpt.close()
+    for j, r in enumerate(rows):
+      task = corpus.task(targets[runs.target[r]])
+      out["test"][r] = _transform(task, test[j])
+      out["val"][r] = _transform(task, val[j])
+    rows_a = np.asarray(rows)
+    best_epoch[rows_a] = np.asarray(state["best_epoch"])
+    epochs_trained[rows_a] = np.asarray(state["epochs_trained"])
+    train_loss[rows_a] = np.asarray(state["train_loss"])
+    val_loss[rows_a] = np.asarray(state["val_loss"])
+    pos_weight[rows_a] = engine.pos_weight
+    for k in ("mean", "std"):
+      for m, v in engine.norm[k].items():
+        norm[k].setdefault(m, np.zeros((r_total,) + v.shape[1:], np.float32))[rows_a] = v
+    params_parts.append((rows_a, jax.tree.map(np.asarray, state["best_params"])))
+
+  if mode == "off":
+    best_epoch = epochs_trained - 1
+  template = params_parts[0][1]
+  best_params = jax.tree.map(
+      lambda leaf: np.zeros((r_total,) + leaf.shape[1:], leaf.dtype), template)
+  for rows_a, p in params_parts:
+    best_params = jax.tree.map(lambda full, part, rr=rows_a: _set_rows(full, rr, part),
+                               best_params, p)
+  return Result(
+      corpus=corpus, targets=targets, folds=folds, runs=runs, points=points,
+      test_predictions=np.stack(out["test"]).astype(np.float32),
+      val_predictions=np.stack(out["val"]).astype(np.float32), best_params=best_params,
+      norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
+      train_loss=train_loss, val_loss=val_loss, early_stopping=mode,
+      seconds=time.time() - t0, num_devices=devices,
+      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl)
+
+
+def _set_rows(full, rows, part):
+  full[rows] = part
+  return full
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _validation_loss(result: Result, r: int) -> tuple[float, dict]:
+  """A run's loss and figures on its validation groups (best parameters), in float64."""
+  c, runs = result.corpus, result.runs
+  target = result.targets[runs.target[r]]
+  preds, truth = [], []
+  for j, (g, ok) in enumerate(zip(runs.val_idx[r], runs.val_ok[r])):
+    if ok:
+      lab = c.label_mask[target][g]
+      preds.append(result.val_predictions[r, j][lab])
+      truth.append(c.targets[target][g][lab])
+  if not preds:
+    return math.nan, {}
+  p, t = np.concatenate(preds).astype(np.float64), np.concatenate(truth).astype(np.float64)
+  if c.task(target) == "binary":
+    pw = float(result.pos_weight[r])
+    pc = np.clip(p, 1e-7, 1 - 1e-7)
+    w = np.where(t > 0.5, pw, 1.0)
+    loss = float(np.sum(w * -np.where(t > 0.5, np.log(pc), np.log1p(-pc))) / np.sum(w))
+    return loss, {"loss": loss, "ap": ev.average_precision(p, t),
+                  "threshold": ev.best_threshold(p, t)}
+  m = ev.regression_metrics(p, t)
+  hp = {k: float(v[r]) for k, v in result.runs.hparams.items()}
+  loss = hp["mse_weight"] * m["mse"] + hp["pcc_weight"] * (1 - m["pcc"])
+  return loss, {"loss": loss, **{k: m[k] for k in ("mse", "pcc", "ccc")}}
+
+
+def evaluate(result: Result, bootstrap: int | None = None) -> tuple[dict, dict]:
+  """(summary, table): each target's selected grid point, its pooled test figures with
+  intervals, per-group figures, the sweep, and the prediction table they come from."""
+  c, runs = result.corpus, result.runs
+  bootstrap = result.config.get("bootstrap", 1000) if bootstrap is None else bootstrap
+  val = [_validation_loss(result, r) for r in range(len(runs))]
+  summary: dict = {"early_stopping": result.early_stopping,
+                   "early_stopping_label": EARLY_STOPPING_LABELS[result.early_stopping]}
+  selected, sweep_points_out = {}, []
+  tables = []
+  for ti, target in enumerate(result.targets):
+    task = c.task(target)
+    losses = []
+    for p in range(len(result.points)):
+      sel = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == p]
+      vals = [val[r][0] for r in sel if not math.isnan(val[r][0])]
+      losses.append(float(np.mean(vals)) if vals else math.inf)
+    best = int(np.argmin(losses)) if len(result.points) > 1 else 0
+    selected[target] = best
+    rows = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == best]
+    table = ev.prediction_table(result, rows)
+    thresholds = {runs.names[r]: val[r][1].get("threshold", 0.5) for r in rows} \
+        if task == "binary" else None
+    figs = ev.summarize_target(table, task, thresholds, bootstrap, seed=0)
+    figs["task"] = task
+    if thresholds is not None:
+      figs["thresholds"] = thresholds
+    figs["runs"] = {runs.names[r]: {
+        "fold": result.folds[runs.fold[r]].name, "seed": int(runs.seed[r]),
+        "best_epoch": int(result.best_epoch[r]), "epochs_trained": int(result.epochs_trained[r]),
+        "validation_groups": [c.groups[g] for g, ok in zip(runs.val_idx[r], runs.val_ok[r]) if ok],
+        "validation": val[r][1]} for r in rows}
+    summary[target] = figs
+    tables.append(table)
+  if len(result.points) > 1:
+    for p, point in enumerate(result.points):
+      entry = {k: point[k] for k in swept_keys(result)}
+      entry["validation"], entry["test"] = {}, {}
+      for ti, target in enumerate(result.targets):
+        sel = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == p]
+        vs = [val[r][1] for r in sel if val[r][1]]
+        entry["validation"][target] = {k: float(np.mean([v[k] for v in vs]))
+                                       for k in (vs[0] if vs else {}) if k != "threshold"}
+        tab = ev.prediction_table(result, sel)
+        if c.task(target) == "binary":
+          th = {runs.names[r]: val[r][1].get("threshold", 0.5) for r in sel}
+          f = ev.binary_metrics(tab["prediction"], tab["truth"], tab["group"],
+                                np.asarray([th[x] for x in tab["run"]]))
+        else:
+          f = ev.regression_metrics(tab["prediction"], tab["truth"])
+        entry["test"][target] = f
+      sweep_points_out.append(entry)
+    summary["sweep"] = {"points": sweep_points_out, "selected": selected,
+                        "swept": swept_keys(result), "selected_on": "validation loss"}
+  table = {k: np.concatenate([t[k] for t in tables]) for k in ev.PREDICTION_COLUMNS}
+  return summary, table
+
+
+def swept_keys(result: Result) -> list[str]:
+  return [k for k in eng.RUN_HPARAMS
+          if len({float(p[k]) for p in result.points}) > 1]
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def protocol_info(result: Result) -> dict:
+  c = result.corpus
+  return {"name": result.config["protocol"], "early_stopping": result.early_stopping,
+          "group_kind": c.group_kind,
+          "folds": [{"name": f.name, "train": len(f.train),
+                     "validation": [c.groups[g] for g in f.validation][:20],
+                     "num_validation": len(f.validation),
+                     "test": [c.groups[g] for g in f.test][:20], "num_test": len(f.test)}
+                    for f in result.folds]}
+
+
+def write_tensorboard(result: Result, directory: str) -> None:
+  """Training and validation loss per run and epoch (tensorboardX's event writer)."""
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("tensorboardX is not installed: no TensorBoard event files "
+          "(pip install 'aan-jax[experiments]')", file=sys.stderr)
+    return
+  for r, name in enumerate(result.runs.names):
+    with SummaryWriter(os.path.join(directory, name.replace("/", "_"))) as w:
+      for epoch in range(result.train_loss.shape[1]):
+        for tag, arr in (("loss/train", result.train_loss), ("loss/validation", result.val_loss)):
+          v = float(arr[r, epoch])
+          if math.isfinite(v):
+            w.add_scalar(tag, v, epoch + 1)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The launchers' one call: trains, evaluates, prints the table, writes every output."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from aan_jax.data import corpora  # pylint: disable=g-import-not-at-top
+  from aan_jax.export import core as export  # pylint: disable=g-import-not-at-top
+  from aan_jax.outputs import plots  # pylint: disable=g-import-not-at-top
+  from aan_jax.outputs import results as report  # pylint: disable=g-import-not-at-top
+  from aan_jax.util import xla_cache  # pylint: disable=g-import-not-at-top
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  t0 = time.time()
+  config = resolve(config)
+  validate(config)
+  xla_cache.enable(config.compilation_cache)  # "" leaves it off
+  corpus = corpora.load(config)
+  os.makedirs(workdir, exist_ok=True)
+  n_runs = (len(config.targets) * len(sweep_points(config)) * config.seeds)
+  print(f"{config.model} on {corpus.name} ({len(corpus.groups)} {corpus.group_kind}s), "
+        f"protocol {config.protocol}, {n_runs} runs per fold, up to {config.num_epochs} "
+        f"epochs, on {len(jax.local_devices())} {jax.default_backend()} device(s)",
+        file=sys.stderr, flush=True)
+  progress = report.Progress(config.num_epochs)
+  try:
+    result = train(corpus, config, workdir=workdir, progress=progress)
+  finally:
+    progress.close()
+  summary, table = evaluate(result, config.bootstrap)
+  ev.write_predictions(os.path.join(workdir, "predictions.csv"), table)
+  if config.export:
+    export.export_result(result, summary, os.path.join(workdir, "models"))
+  write_tensorboard(result, os.path.join(workdir, "tensorboard"))
+  if config.plots:
+    plots.plot_result(result, summary, os.path.join(workdir, "plots"))
+  out = report.write_results(os.path.join(workdir, "results.json"), summary, {
+      "model": config.model, "dataset": corpus.name, "tfds_config": corpus.info.get("config"),
+      "modalities": report.modality_label(config.modalities),
+      "protocol": protocol_info(result), "targets": list(result.targets),
+      "batch_sizes": result.batch_sizes,
+      "seconds": time.time() - t0, "train_seconds": result.seconds,
+      "devices": result.num_devices, "config": config.to_dict(),
+      "synthetic": bool(corpus.info.get("synthetic", False)),
+  })
+  print(report.format_results(out))
+  print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "
+        f"tensorboard/ ({out['seconds']:.1f} s in all)", file=sys.stderr)
+  return out
+
+
+__all__ = ["get_config", "resolve", "validate", "train", "evaluate", "train_and_evaluate",
+           "Result", "ConfigError", "TASKS"]
