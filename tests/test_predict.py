@@ -1,4 +1,5 @@
-"""aan_jax.inference.predict and `python -m experiments.predict`: curves, bands, events, outputs, browser."""
+"""aan_jax.inference.predict and .pipeline, `python -m experiments.predict`: curves, bands,
+events, outputs, browser."""
 
 from __future__ import annotations
 
@@ -392,3 +393,36 @@ def test_report_in_headless_chromium(video_run, tmp_path):
   assert dom.count('class="band"') == 2  # the fold band of each target
   assert dom.count('class="cursor"') == 2 and dom.count('class="face-marker"') == 2
   assert "happy" in dom and "arousal peak" in dom
+
+
+def test_predict_films_called_as_in_a_notebook(video_run, monkeypatch):
+  """aan_jax.inference.pipeline.predict_films, called directly on the command's inputs, writes
+  what the command wrote (the features from its cache: nothing decoded)."""
+  from extract import core
+  from aan_jax.inference import pipeline
+  d, out, _ = video_run
+  nb = d / "notebook"  # beside the command's out/: both pages link the video as ../clip.mp4
+  with pytest.raises(pipeline.SetupError, match="unknown feature 'bogus'"):
+    pipeline.predict_films([d / "clip.mp4"], [str(d / "wd")], nb, weights="bogus=random")
+  assert not nb.exists()
+
+  def no_decoding(*a, **k):
+    raise AssertionError("extract_file called: the cache was not used")
+  monkeypatch.setattr(core, "extract_file", no_decoding)
+  run = pipeline.predict_films([d / "clip.mp4"], [str(d / "wd")], nb, cache=out / "features",
+                               weights="random", progress=False)
+  assert run.exit_status == 0 and not run.stopped and run.failed == []
+  (film,) = run.films
+  assert film.input == str(d / "clip.mp4") and film.error is None
+  s = film.summary
+  assert s["segments"] == {"fixed:5": 2} and not s["decoded"] and s["random"] == ["vggish"]
+  assert s["faces"] == 1
+  assert s["outputs"] == {ext: str(nb / f"clip.{ext}") for ext in ("csv", "json", "png", "html")}
+  assert (nb / "clip.csv").read_text() == (out / "clip.csv").read_text()
+  docs = [json.loads((o / "clip.json").read_text()) for o in (nb, out)]
+  for doc in docs:
+    assert doc["metadata"].pop("created")  # the only field that differs between runs
+  assert docs[0] == docs[1]
+  page = (nb / "clip.html").read_text()
+  assert page == (out / "clip.html").read_text() and 'src="../clip.mp4"' in page
+  assert (nb / "clip.png").read_bytes() == (out / "clip.png").read_bytes()

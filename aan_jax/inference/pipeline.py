@@ -1,0 +1,387 @@
+"""Any film to emotion curves, notable moments and a report (`python -m experiments.predict`).
+
+    from aan_jax.inference import pipeline
+    run = pipeline.predict_films(["my_cut.mp4"], ["released:path/to/attendaffectnet"], "report/")
+    run.films[0].summary["outputs"]["html"]          # report/my_cut.html
+    run.exit_status                                   # 0: every input gave its four files
+
+Per input: its features (a video: extracted, only those the feature cache lacks, and added to
+the cache; an .npz from `python -m extract`: read), the curves of every model source
+(`predict.predict_curves`), the notable moments, and <stem>.csv, .json, .png, .html in the
+output folder (`film_report`). Settings that cannot work (bad weights, an unusable source, a
+feature the extractor cannot compute) raise `SetupError` before any output is written; a bad
+input is reported on one line and the next one is tried. The command's messages are printed
+here (stdout: one line per input done; stderr: the rest), with its progress bars unless
+progress=False.
+
+The feature extractors (`extract`, which needs torch) are imported inside the functions that
+use them, so that importing this module needs neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import re
+import sys
+from typing import Callable, Mapping, Sequence
+
+from aan_jax.data.features import FEATURE_DIMS
+from aan_jax.inference import film_report
+from aan_jax.inference import predict
+
+# Every feature a model may read, in canonical order: the paper's five, then faces.
+ALL = tuple(FEATURE_DIMS)
+OUTPUTS = ("csv", "json", "png", "html")
+
+
+class SetupError(ValueError):
+  """Settings that cannot work; no output was written (the command exits with 2)."""
+
+
+@dataclasses.dataclass
+class FilmResult:
+  """One input's outcome: `predict_film`'s summary, or the one-line message of its failure."""
+  input: str
+  summary: dict | None = None
+  error: str | None = None
+
+
+@dataclasses.dataclass
+class PredictionRun:
+  """What `predict_films` did, input by input (in order; inputs after a stop are absent)."""
+  films: list[FilmResult]
+  stopped: bool = False  # extractor weights were missing: every later input would fail alike
+
+  @property
+  def failed(self) -> list[FilmResult]:
+    return [f for f in self.films if f.error is not None]
+
+  @property
+  def exit_status(self) -> int:
+    return 1 if self.failed else 0
+
+
+def available_features(weights: dict[str, str]) -> list[str]:
+  """The features the extractor can compute with these weight modes (no file is read)."""
+  from extract import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  out = []
+  for f in ALL:
+    if weights.get(f) == "random" or f not in weights_lib.WEIGHT_FILES:
+      out.append(f)
+      continue
+    try:
+      weights_lib.resolve(f)
+      out.append(f)
+    except weights_lib.WeightsNotFound:
+      pass
+  return out
+
+
+def _seg_tag(seg: str) -> str:
+  return re.sub(r"[^A-Za-z0-9]+", "-", seg)
+
+
+def cached_features(video: str, sha: str, seg: str, need: list[str], weights: dict,
+                    cache: pathlib.Path, device: str, progress) -> tuple[dict, bool]:
+  """The file's features for one segmentation, from the cache or extracted (only the
+  missing ones) and added to it; returns (arrays + metadata, whether anything was decoded)."""
+  from extract import core  # pylint: disable=g-import-not-at-top
+  path = cache / f"{pathlib.Path(video).stem}.{sha[:12]}.{_seg_tag(seg)}.npz"
+  have: dict = {}
+  if path.is_file():
+    try:
+      have = core.load_npz(path)
+      meta = json.loads(have["metadata"])
+      if meta["source"]["sha256"] != sha or meta["segmentation"] != seg:
+        have = {}
+    except (ValueError, KeyError):
+      have = {}  # a damaged cache entry is redone
+  if have:
+    meta = json.loads(have["metadata"])
+    usable = [f for f in ALL if f in have and meta["options"]["weights"].get(f) == weights[f]]
+  else:
+    usable = []
+  missing = [f for f in need if f not in usable]
+  if not missing:
+    return have, False
+  new = core.extract_file(video, segmentation=seg, features=missing, device=device,
+                          weights={f: weights[f] for f in missing}, sha256=sha, progress=progress)
+  if "events" in new:  # the faces extractor's events, found there by the report
+    from extract.faces import save_events  # pylint: disable=g-import-not-at-top
+    save_events(new["events"], cache / f"{pathlib.Path(video).stem}.events.json")
+  if usable:
+    new = _merge_cached(have, usable, new, missing, path)
+  core.save_npz(new, path)
+  return new, True
+
+
+def _merge_cached(have: dict, usable: list[str], new: dict, missing: list[str],
+                  path: pathlib.Path) -> dict:
+  """A cache entry's usable features and a new extraction's, with both metadata merged."""
+  if len(have["start_s"]) != len(new["start_s"]):
+    raise ValueError(f"{path}: cached segments do not match a new extraction; delete it")
+  old_meta = json.loads(have["metadata"])
+  meta = json.loads(new["metadata"])
+  feats = [f for f in ALL if f in usable or f in missing]
+  for k in ("weights", "dims"):
+    meta[k] = {**{f: old_meta[k][f] for f in usable}, **meta[k]}
+  meta["features"] = feats
+  meta["options"]["features"] = feats
+  meta["options"]["weights"] = {**{f: old_meta["options"]["weights"][f] for f in usable},
+                                **meta["options"]["weights"]}
+  merged = {f: have[f] for f in usable}
+  merged.update({f: new[f] for f in missing})
+  merged.update(start_s=new["start_s"], end_s=new["end_s"],
+                metadata=json.dumps(meta, sort_keys=True))
+  return merged
+
+
+def find_face_events(inp: str, dirs: Sequence) -> str | None:
+  """<stem>.events.json next to the input, else in the first of `dirs` (None: skipped) holding
+  one."""
+  stem = pathlib.Path(inp).stem
+  for d in [pathlib.Path(inp).parent, *dirs]:
+    if d is not None and (pathlib.Path(d) / f"{stem}.events.json").is_file():
+      return str(pathlib.Path(d) / f"{stem}.events.json")
+  return None
+
+
+def random_features(metas: list[dict], used: set) -> list[str]:
+  """The used features that some extraction computed with random weights (canonical order)."""
+  out = set()
+  for m in metas:
+    for f, w in m.get("weights", {}).items():
+      if f in used and isinstance(w, dict) and w.get("mode") == "random":
+        out.add(f)
+  return [f for f in ALL if f in out]
+
+
+def package_versions() -> dict:
+  """The installed versions of the packages a prediction depends on (those installed)."""
+  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+  out = {}
+  for pkg in ("aan-jax", "jax", "flax", "numpy", "av", "torch"):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  return out
+
+
+def feature_needs(sources: Sequence[predict.Source]) -> dict[str, list[str]]:
+  """Segmentation -> the features (canonical order) some source's models read under it."""
+  needs: dict[str, list[str]] = {}
+  for s in sources:
+    for seg in s.segmentations:
+      need = set(needs.get(seg, [])) | set(s.features(seg))
+      needs[seg] = [f for f in ALL if f in need]
+  return needs
+
+
+def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, device: str,
+                    bar_factory) -> tuple[dict, list, str, str | None, bool]:
+  """(features by segmentation, their metadata, source sha256, the video or None, decoded?)."""
+  from extract import core  # pylint: disable=g-import-not-at-top
+  feats_by_seg, metas, decoded = {}, [], False
+  if inp.endswith(".npz"):
+    data = core.load_npz(inp)
+    meta = json.loads(data["metadata"])
+    sha = meta.get("source", {}).get("sha256", "")
+    for seg, need in needs.items():
+      if meta.get("segmentation") != seg:
+        raise ValueError(f"{inp}: extracted with segmentation {meta.get('segmentation')!r} but "
+                         f"the models need {seg!r}; extract again with --segmentation {seg}")
+      absent = [f for f in need if f not in data]
+      if absent:
+        raise ValueError(f"{inp}: lacks {', '.join(absent)}, which the models need")
+      feats_by_seg[seg] = data
+    metas.append(meta)
+    video = None
+    name = meta.get("source", {}).get("name")
+    if name and (pathlib.Path(inp).parent / name).is_file():
+      video = str(pathlib.Path(inp).parent / name)
+    return feats_by_seg, metas, sha, video, decoded
+  sha = core.file_sha256(inp)
+  for seg, need in needs.items():
+    bar = bar_factory(f"{pathlib.Path(inp).name} [{seg}]")
+
+    def progress(done, total, bar=bar):
+      bar.total = total
+      bar.update(done - bar.n)
+    try:
+      data, did = cached_features(inp, sha, seg, need, weights, cache, device, progress)
+    finally:
+      bar.close()
+    decoded |= did
+    feats_by_seg[seg] = data
+    metas.append(json.loads(data["metadata"]))
+  return feats_by_seg, metas, sha, inp, decoded
+
+
+def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLike, *,
+                 weights: dict, cache: pathlib.Path, device: str | None, bar_factory: Callable,
+                 faces_dir: str | None = None, link_video: bool = True) -> dict:
+  """Features -> curves -> the four outputs for one input; returns a summary (segments per
+  segmentation, whether anything was decoded, the random-weight features, the number of
+  events and face events, and the outputs' paths)."""
+  stem = pathlib.Path(inp).stem
+  if not os.path.isfile(inp):
+    raise ValueError(f"{inp}: no such file")
+  feats_by_seg, metas, sha, video, decoded = _input_features(inp, needs, weights, cache, device,
+                                                             bar_factory)
+  curves = predict.predict_curves(feats_by_seg, sources)
+  used = {f for need in needs.values() for f in need}
+  random = random_features(metas, used)
+  events = predict.events(curves)
+  faces_path = find_face_events(inp, [faces_dir, cache, out_dir])
+  face_events = predict.load_face_events(faces_path) if faces_path else []
+  out = pathlib.Path(out_dir)
+  meta0 = metas[0]
+  metadata = {
+      "input": os.path.basename(inp),
+      "source_sha256": sha,
+      "media": meta0.get("media"),
+      "sources": [s.describe() for s in sources],
+      "segmentation": {seg: f for seg, f in needs.items()},
+      "features": sorted(used, key=ALL.index),
+      "weights": {f: m["weights"][f] for m in metas for f in m.get("weights", {}) if f in used},
+      "random_weights": random,
+      "face_events_file": os.path.basename(faces_path) if faces_path else None,
+      "versions": {**meta0.get("versions", {}), **package_versions()},
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
+  title = f"{stem}: " + ", ".join(s.name for s in sources)
+  paths = {ext: str(out / f"{stem}.{ext}") for ext in OUTPUTS}
+  film_report.write_file(paths["csv"], film_report.to_csv(curves, random))
+  film_report.write_file(paths["json"],
+                         film_report.to_json(curves, events, face_events, metadata))
+  film_report.to_png(curves, events, title, paths["png"], random)
+  video_src = None
+  if video and link_video:
+    video_src = pathlib.Path(os.path.relpath(os.path.abspath(video), os.path.abspath(out))
+                             ).as_posix()
+  film_report.write_file(paths["html"], film_report.to_html(
+      curves, events, face_events, metadata, title, video_src))
+  return {"segments": {seg: int(len(d["start_s"])) for seg, d in feats_by_seg.items()},
+          "decoded": decoded, "random": random, "events": len(events),
+          "faces": len(face_events), "outputs": paths}
+
+
+def load_sources(inputs: Sequence[str], model_sources: Sequence[str],
+                 weights: dict[str, str]) -> tuple[list[predict.Source], dict[str, list[str]]]:
+  """The model sources (each released pair chosen from what can be computed for these inputs)
+  and the features they need per segmentation; SetupError when they cannot work."""
+  from extract import core, media  # pylint: disable=g-import-not-at-top
+  from extract import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  videos = [i for i in inputs if not i.endswith(".npz")]
+  if videos:
+    available = available_features(weights)
+  else:  # only .npz inputs: what every one of them holds
+    available = list(ALL)
+    for i in inputs:
+      try:
+        held = set(core.load_npz(i))
+        available = [f for f in available if f in held]
+      except ValueError:
+        pass  # reported per file below
+  try:
+    sources = [predict.load_source(s, available=available) for s in model_sources]
+  except predict.SourceError as e:
+    raise SetupError(str(e)) from e
+  names = [s.name for s in sources]
+  if len(set(names)) != len(names):
+    raise SetupError(f"two sources are named alike ({names}); name them NAME=SOURCE")
+  needs = feature_needs(sources)
+  for seg in needs:
+    media.parse_segmentation(seg)
+  if videos:  # a feature the models need but the extractor cannot compute: say so up front
+    for f in sorted({f for n in needs.values() for f in n} - set(available), key=ALL.index):
+      try:
+        weights_lib.resolve(f)
+      except weights_lib.WeightsNotFound as e:
+        raise SetupError(f"the models need {f}: {e}") from e
+  return sources, needs
+
+
+def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
+                  out_dir: str | os.PathLike, *, cache: str | os.PathLike | None = None,
+                  weights: str | Mapping[str, str] = "pretrained", device: str | None = None,
+                  link_video: bool = True, faces_dir: str | None = None,
+                  progress: bool = True) -> PredictionRun:
+  """The four outputs for each input in `out_dir` (see the module docstring).
+
+  model_sources: `predict.load_source` specs (released:DIR, a workdir, NAME=SOURCE, ...).
+  cache: the feature cache (default out_dir/features). weights: the extractor's, as
+  `--weights` takes them or a mapping. device: cuda or cpu (default: cuda when present).
+  link_video: the HTML page links the video by a relative path. faces_dir: where
+  <stem>.events.json face events are looked for after the input's folder (then the cache and
+  out_dir). Raises SetupError (no output written) when the settings cannot work.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from extract import core, media  # pylint: disable=g-import-not-at-top
+  from extract.weights import WeightsNotFound  # pylint: disable=g-import-not-at-top
+  inputs = [str(i) for i in inputs]
+  try:
+    weights = core.parse_weights(weights, ALL)
+  except ValueError as e:
+    raise SetupError(str(e)) from e
+  sources, needs = load_sources(inputs, model_sources, weights)
+  videos = [i for i in inputs if not i.endswith(".npz")]
+  if videos and device is None:
+    import torch  # pylint: disable=g-import-not-at-top
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+  if videos and any("i3d" in n for n in needs.values()):
+    from aan_jax.util import xla_cache  # pylint: disable=g-import-not-at-top
+    xla_cache.enable("auto", "gpu" if str(device).startswith("cuda") else "cpu")
+  cache = pathlib.Path(cache or os.path.join(out_dir, "features"))
+  quiet = not progress
+  overall = tqdm(total=len(inputs), desc="files", unit="file", position=0, disable=quiet)
+  print(f"predict: {len(inputs)} input(s); models: "
+        + "; ".join(f"{s.name} ({len(s.models)} models: {', '.join(s.targets)})" for s in sources)
+        + "; features: " + ", ".join(f"{seg} -> {','.join(f)}" for seg, f in needs.items()),
+        file=sys.stderr)
+  result, stems = PredictionRun([]), {}
+  for inp in inputs:
+    stem = pathlib.Path(inp).stem
+    try:
+      if stem in stems:
+        raise ValueError(f"same stem as {stems[stem]}; both would write {stem}.* (rename one)")
+      stems[stem] = inp
+      s = predict_film(inp, sources, needs, out_dir, weights=weights, cache=cache, device=device,
+                       bar_factory=lambda d: tqdm(desc=d, unit="seg", position=1, leave=False,
+                                                  disable=quiet),
+                       faces_dir=faces_dir, link_video=link_video)
+      result.films.append(FilmResult(inp, summary=s))
+      overall.write(f"{inp}: {'; '.join(_notes(s))} -> {pathlib.Path(out_dir) / stem}"
+                    ".{csv,json,png,html}")
+    except (media.MediaError, WeightsNotFound, ValueError, OSError) as e:
+      msg = str(e)
+      if not msg.startswith(str(inp)):
+        msg = f"{inp}: {msg}"
+      result.films.append(FilmResult(inp, error=msg))
+      overall.write(f"predict: FAILED {msg}", file=sys.stderr)
+      if isinstance(e, WeightsNotFound):
+        overall.close()
+        result.stopped = True  # every later file would fail the same way
+    finally:
+      overall.update(1)
+    if result.stopped:
+      return result
+  overall.close()
+  if result.failed:
+    print(f"predict: {len(result.failed)} of {len(inputs)} inputs failed", file=sys.stderr)
+  return result
+
+
+def _notes(s: dict) -> list[str]:
+  """A summary of `predict_film` as the command's line for that input says it."""
+  notes = [f"{n} segments ({seg})" for seg, n in s["segments"].items()]
+  notes.append("features extracted" if s["decoded"] else "features from the cache/npz")
+  notes.append(f"{s['events']} events" + (f", {s['faces']} face events" if s["faces"] else ""))
+  if s["random"]:
+    notes.append(f"RANDOM weights for {', '.join(s['random'])} (tests only)")
+  return notes
