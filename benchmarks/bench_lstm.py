@@ -124,7 +124,7 @@ def bench(model, runs: int, batch: int, window: int, steps: int, repeats: int, m
 def bench_engine(name: str, hidden: int, args):
   """(runs, steps per epoch, parameters per run, compile s, step s (median), repeats, CPU s)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aan_jax.engine import core as eng
+  from aan_jax import engine as eng
   from aan_jax.data import protocols
   from aan_jax.data import synthetic
   from aan_jax.training import regression as train
@@ -139,7 +139,7 @@ def bench_engine(name: str, hidden: int, args):
   mode = train.early_stopping_mode(c)
   folds = protocols.make_folds(corpus, "leave_one_out", mode, 0, 0.1, 3)
   runs = eng.make_runs(c.targets, folds, len(corpus.groups), train.sweep_points(c))
-  engine = eng.Engine(corpus, c, c.targets, runs, mode)
+  engine = eng.Engine(corpus, c, runs, targets=c.targets, early_stopping=mode)
   t0 = time.perf_counter()
   for f in engine.precompile():
     f.result()

@@ -52,7 +52,8 @@ def main():
   args = p.parse_args()
 
   import jax
-  from aan_jax.engine import core as engine
+  from aan_jax import engine
+from aan_jax.engine import core as engine_core
   from aan_jax.models import kernels
   from aan_jax.data import protocols
   from aan_jax.data import synthetic
@@ -82,8 +83,8 @@ def main():
   res = train.train(corpus, cfg)
   jax_s = time.time() - t0
   folds = protocols.leave_one_out(corpus, "off")
-  probe = engine.Engine(corpus, cfg, ("arousal",), engine.make_runs(
-      ("arousal",), folds, len(corpus.groups), train.sweep_points(cfg)), "off")
+  probe = engine.Engine(corpus, cfg, engine.make_runs(
+      ("arousal",), folds, len(corpus.groups), train.sweep_points(cfg)), targets=("arousal",))
   engine_steps = probe.steps
   fold_steps = engine_steps * args.epochs * len(res.runs)
   print(f"JAX engine ({args.model}): {len(res.runs)} folds x {args.epochs} epochs x {engine_steps} steps "

@@ -1,6 +1,6 @@
 """One training epoch of VAANet on every split in one program against a per-split loop (not a test).
 
-Both sides are the categorical task's own program (aan_jax.training.categorical.Trainer), on the
+Both sides are the categorical task's own program (aan_jax.training.categorical.engine_for: the engine's per_run sampler), on the
 synthetic VideoEmotion-8-like corpus at the same model sizes: "one program" trains the
 10 splits as 10 runs of one compiled program (the run axis over the local devices);
 "per-split loop" trains one split at a time, one run per program (compiled once, reused).
@@ -29,13 +29,17 @@ import jax  # noqa: E402
 
 from aan_jax.training import categorical  # noqa: E402
 from aan_jax.data import synthetic  # noqa: E402
+from aan_jax.engine import clips  # noqa: E402
 
 
 def _time_epochs(trainer, epochs: int) -> tuple[float, list[float]]:
   """(seconds to compile, seconds per timed epoch), the first epoch a warm-up."""
-  compile_s = trainer.compile()
+  t0 = time.perf_counter()
+  for f in trainer.precompile():
+    f.result()
   state = trainer.init_state()
   jax.block_until_ready(state)
+  compile_s = time.perf_counter() - t0
   state = trainer.run_chunk(state, 1)
   jax.block_until_ready(state)
   times = []
@@ -61,10 +65,10 @@ def main():
   devices = jax.local_devices()
   print(f"{len(devices)} {jax.default_backend()} device(s); {args.splits} splits, "
         f"{args.clips} clips, batch {config.batch_size}, run_loop "
-        f"{categorical.resolve_run_loop(args.run_loop)}; sizes: hidden {config.hidden}, "
+        f"{clips.resolve_run_loop(args.run_loop)}; sizes: hidden {config.hidden}, "
         f"audio widths {config.audio_widths}", flush=True)
 
-  all_runs = categorical.Trainer(corpus, config, categorical.make_runs(corpus, config))
+  all_runs = categorical.engine_for(corpus, config)
   c_all, t_all = _time_epochs(all_runs, args.epochs)
   one = statistics.median(t_all)
   print(f"one program ({all_runs.num_devices} device(s)): compile {c_all:.1f} s, "
@@ -74,7 +78,7 @@ def main():
   for k in range(args.splits):
     cfg = config.copy_and_resolve_references()
     cfg.splits = str(k + 1)
-    trainer = categorical.Trainer(corpus, cfg, categorical.make_runs(corpus, cfg))
+    trainer = categorical.engine_for(corpus, cfg)
     c, t = _time_epochs(trainer, args.epochs)
     compile_loop += c
     per_split.append(statistics.median(t))

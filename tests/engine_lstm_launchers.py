@@ -4,8 +4,10 @@ learning-rate sweep as one program, with the launchers' XLA settings.
     python tests/engine_lstm_launchers.py WORKDIR    # prints a JSON line last; exit 0 = passed
 """
 
+import csv
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import sys
@@ -22,7 +24,8 @@ import jax
 import numpy as np
 
 from aan_jax.data import corpora
-from aan_jax.engine import core as engine
+from aan_jax import engine
+from aan_jax.engine import core as engine_core
 from aan_jax.evaluation import pooled as evaluate
 from aan_jax.export import core as export
 from aan_jax.training import regression as train
@@ -67,12 +70,48 @@ def reloaded_models_reproduce(workdir, corpus):
   return models, table
 
 
+def figures_match_predictions(res, workdir):
+  """results.json's pooled test figures are those of predictions.csv's rows, recomputed here
+  with numpy and scikit-learn (not the library's metrics): the MSE and Pearson's r of each
+  regression target; fear's AP pooled over all rows and its MAP (the mean AP of the films
+  with a fear segment)."""
+  from sklearn.metrics import average_precision_score  # pylint: disable=g-import-not-at-top
+  with open(workdir / "predictions.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  close = lambda a, b: math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+  for t in res["targets"]:
+    mine = [r for r in rows if r["target"] == t]
+    p = np.asarray([float(r["prediction"]) for r in mine])
+    y = np.asarray([float(r["truth"]) for r in mine])
+    figs = res[t]
+    assert figs["n"] == len(mine) > 0 and np.isfinite(y).all(), (t, figs["n"], len(mine))
+    if figs["task"] == "binary":
+      positive = y > 0.5
+      assert positive.any() and not positive.all(), t  # an AP that can be told apart
+      ap = average_precision_score(positive, p)
+      groups = np.asarray([r["group"] for r in mine])
+      per = [average_precision_score(positive[groups == g], p[groups == g])
+             for g in np.unique(groups) if positive[groups == g].any()]
+      assert close(figs["ap"], ap) and close(figs["map"], float(np.mean(per))), (
+          t, figs["ap"], ap, figs["map"], per)
+    else:
+      mse, pcc = float(np.mean((p - y) ** 2)), float(np.corrcoef(p, y)[0, 1])
+      assert close(figs["mse"], mse) and close(figs["pcc"], pcc), (t, figs, mse, pcc)
+
+
+def recorded_devices(workdir):
+  with open(workdir / "results.json") as f:
+    return json.load(f)["devices"]
+
+
 def launchers(model, root):
-  done = []
+  done, devices = [], {}
   # COGNIMUSE, leave one movie out.
   c = tiny(cognimuse_loo.get_config(), model)
   res = train.train_and_evaluate(c, str(root / "loo"))
-  assert res["model"] == model and np.isfinite(res["arousal"]["mse"]), res
+  assert res["model"] == model, res
+  figures_match_predictions(res, root / "loo")
+  devices[f"{model}/cognimuse_loo"] = recorded_devices(root / "loo")
   models, _ = reloaded_models_reproduce(root / "loo", corpora.load(train.resolve(c)))
   assert len(models) == 8
   done.append(f"{model}/cognimuse_loo")
@@ -80,6 +119,8 @@ def launchers(model, root):
   c = tiny(eimt16_global.get_config(), model, target_batch_size="")  # one program
   res = train.train_and_evaluate(c, str(root / "eimt16"))
   assert res["config"]["output_range"] == "1,5" and res["arousal"]["n"] == 10
+  figures_match_predictions(res, root / "eimt16")
+  devices[f"{model}/eimt16_global"] = recorded_devices(root / "eimt16")
   _, table = reloaded_models_reproduce(root / "eimt16", corpora.load(train.resolve(c)))
   if model != "linear":
     assert ((table["prediction"] > 1) & (table["prediction"] < 5)).all()
@@ -92,7 +133,9 @@ def launchers(model, root):
   c.synthetic.num_movies = 8
   c.validation_groups = 1
   res = mediaeval_continuous.run(c, str(root / "me"))
-  assert res["fear"]["task"] == "binary" and 0 <= res["fear"]["ap"] <= 1
+  assert res["fear"]["task"] == "binary"
+  figures_match_predictions(res, root / "me")  # AP and MAP as scikit-learn computes them
+  devices[f"{model}/mediaeval_continuous"] = recorded_devices(root / "me")
   with open(root / "me" / "models" / "index.json") as f:
     index = json.load(f)["models"]
   if model == "lstm":
@@ -103,24 +146,24 @@ def launchers(model, root):
   fear = table["prediction"][table["target"] == "fear"]
   assert ((fear >= 0) & (fear <= 1)).all()   # probabilities, from the logit head
   done.append(f"{model}/mediaeval_continuous")
-  return done
+  return done, devices
 
 
 def sweep():
   """Two learning rates: one compiled program; a point's runs equal that rate alone."""
   traces = []
-  impl = engine._chunk_impl
+  impl = engine_core._chunk_impl
   def counted(*a):
     traces.append(1)
     return impl(*a)
-  engine._chunk_impl = counted
+  engine_core._chunk_impl = counted
   try:
     corpus = T.ragged_corpus()
     c = T.seq_config(targets=("arousal", "valence"), num_epochs=2, batch_size=3)
     c.sweep.learning_rate = "1e-3,3e-2"
     res = train.train(corpus, c)
   finally:
-    engine._chunk_impl = impl
+    engine_core._chunk_impl = impl
   assert len(traces) == 1 and len(res.runs) == 2 * 5 * 2
   summary, _ = train.evaluate(res, 10)
   assert len(summary["sweep"]["points"]) == 2
@@ -130,8 +173,8 @@ def sweep():
   runs = engine.make_runs(cfg.targets, res.folds, len(corpus.groups), [res.points[1]])
   runs = dataclasses.replace(runs, run_id=np.asarray(
       [engine.stable_id(n.replace("/p0", "/p1")) for n in runs.names], np.int32))
-  eng = engine.Engine(corpus, cfg, cfg.targets, runs, "off")
-  pred = eng.predict(eng.run_chunk(eng.init_state(), 2)["best_params"], "test")
+  eng = engine.Engine(corpus, cfg, runs, targets=cfg.targets, early_stopping="off")
+  pred = eng.predict(eng.best(eng.run_chunk(eng.init_state(), 2)), "test")
   sel = np.flatnonzero(res.runs.point == 1)
   assert [res.runs.names[r].replace("/p1", "/p0") for r in sel] == list(runs.names)
   np.testing.assert_allclose(pred, res.test_predictions[sel], rtol=1e-4, atol=2e-5)
@@ -142,11 +185,13 @@ def sweep():
 
 def main(workdir):
   root = pathlib.Path(workdir)
-  done = []
+  done, devices = [], {}
   for model in ("lstm", "lstm_late_fusion", "linear"):
-    done += launchers(model, root / model)
+    names, recorded = launchers(model, root / model)
+    done += names
+    devices.update(recorded)
   print(json.dumps({"launchers": done, "sweep_traces": sweep(),
-                    "devices": len(jax.local_devices())}))
+                    "devices": len(jax.local_devices()), "recorded_devices": devices}))
 
 
 if __name__ == "__main__":

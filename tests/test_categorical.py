@@ -13,6 +13,10 @@ import numpy as np
 import optax
 import pytest
 
+from aan_jax import engine
+from aan_jax.engine import clips
+from aan_jax.engine import core as engine_core
+from aan_jax.tasks import losses
 from aan_jax.training import categorical
 
 CLASSES = ("a", "b", "c", "d")
@@ -40,12 +44,12 @@ def _train_logits(module, variables, inputs, key):
   return logits, dict(new)
 
 
-categorical.register_classifier("_tiny_bn", categorical.ClassifierSpec(
+engine.register_model("_tiny_bn", engine.ModelSpec(
     build=lambda c: TinyBN(c.num_classes, c.hidden),
     init=lambda m, k, x: dict(m.init(k, x["x"], False)),
-    train_logits=_train_logits,
-    eval_logits=lambda m, v, x: (m.apply(v, x["x"], False), {}),
-    label="tiny"))
+    train_apply=_train_logits,
+    eval_apply=lambda m, v, x: (m.apply(v, x["x"], False), {}),
+    label="tiny", sampler="per_run", dropout_fields=()))
 
 
 def _corpus(x=None) -> categorical.ClipCorpus:
@@ -83,18 +87,18 @@ def _plain_loop(corpus, config, r):
   """One run trained by a plain per-split loop: same init key, same batches, optax.adam."""
   runs = categorical.make_runs(corpus, config)
   module = TinyBN(len(CLASSES), config.hidden)
-  spec = categorical.get_classifier("_tiny_bn")
-  k_init, k_order, _ = categorical.run_keys(config)
+  spec = engine.get_model_spec("_tiny_bn")
+  k_init, (k_order, _) = clips.keys(jax.random.key(config.seed, impl=engine.prng_impl(config.prng_impl)))
   example = {k: v[:2] for k, v in corpus.inputs.items()}
   variables = spec.init(module, jax.random.fold_in(k_init, int(runs.run_id[r])), example)
   params, stats = variables["params"], variables["batch_stats"]
-  tx = optax.adam(float(runs.learning_rate[r]))
+  tx = optax.adam(float(runs.hparams["learning_rate"][r]))
   opt = tx.init(params)
   n = int(runs.n_train[r])
   steps_all = max(math.ceil(int(m) / config.batch_size) for m in runs.n_train)
   positive = categorical.positive_classes(config, CLASSES)
   for epoch in range(config.num_epochs):
-    rows, first = categorical.epoch_batches(k_order, epoch, int(runs.run_id[r]),
+    rows, first = clips.epoch_batches(k_order, epoch, int(runs.run_id[r]),
                                             jnp.asarray(runs.train_idx[r]), n,
                                             config.batch_size, steps_all)
     for s in range(math.ceil(n / config.batch_size)):
@@ -103,8 +107,8 @@ def _plain_loop(corpus, config, r):
       y = corpus.labels[idx]
 
       def loss_fn(p):
-        logits, new = spec.train_logits(module, {"params": p, "batch_stats": stats}, x, None)
-        return categorical.classification_loss(logits, y, first[s], config.loss, positive,
+        logits, new = spec.train_apply(module, {"params": p, "batch_stats": stats}, x, None)
+        return losses.classification_loss(logits, y, first[s], config.loss, positive,
                                                config.pcce_lambda), new
       (_, new), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
       updates, opt = tx.update(g, opt, params)
@@ -156,7 +160,7 @@ def test_padded_batches_hold_only_the_runs_training_rows(n):
   train_idx = np.zeros(32, np.int32)
   train_idx[:n] = np.arange(100, 100 + n)
   steps = 4
-  rows, first = categorical.epoch_batches(jax.random.key(0), 3, 77, jnp.asarray(train_idx), n,
+  rows, first = clips.epoch_batches(jax.random.key(0), 3, 77, jnp.asarray(train_idx), n,
                                           8, steps)
   rows, first = np.asarray(rows), np.asarray(first)
   assert rows.shape == (steps, 8)
@@ -164,9 +168,9 @@ def test_padded_batches_hold_only_the_runs_training_rows(n):
   counted = rows[first]
   assert sorted(counted.tolist()) == list(range(100, 100 + n))    # each once in the loss
   # Another epoch, another order; the same epoch, the same order.
-  again = np.asarray(categorical.epoch_batches(jax.random.key(0), 3, 77, jnp.asarray(train_idx),
+  again = np.asarray(clips.epoch_batches(jax.random.key(0), 3, 77, jnp.asarray(train_idx),
                                                n, 8, steps)[0])
-  other = np.asarray(categorical.epoch_batches(jax.random.key(0), 4, 77, jnp.asarray(train_idx),
+  other = np.asarray(clips.epoch_batches(jax.random.key(0), 4, 77, jnp.asarray(train_idx),
                                                n, 8, steps)[0])
   np.testing.assert_array_equal(rows, again)
   assert not np.array_equal(rows, other)
@@ -181,7 +185,7 @@ def test_a_runs_test_examples_never_influence_its_training(trained):
   for r in range(4):
     same = [np.array_equal(a[r], b[r]) for a, b in zip(jax.tree.leaves(result.variables),
                                                        jax.tree.leaves(other.variables))]
-    if result.runs.split[r] == 0:
+    if result.runs.fold[r] == 0:
       assert all(same), "split s1's model changed with its test examples"
     else:  # s2 trains on some of s1's test examples: it must see the change
       assert not all(same)
@@ -192,8 +196,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(trained, tmp_p
   corpus, config, result = trained
   config = _config(num_epochs=3)
   traces = []
-  original = categorical._chunk_impl
-  monkeypatch.setattr(categorical, "_chunk_impl", lambda *a: traces.append(1) or original(*a))
+  original = engine_core._chunk_impl
+  monkeypatch.setattr(engine_core, "_chunk_impl", lambda *a: traces.append(1) or original(*a))
   full = categorical.train(corpus, config)
   assert len(traces) == 1  # compiled once (ahead of time), reused by its three chunks
 
@@ -251,7 +255,6 @@ def test_config_errors_name_the_field():
   with pytest.raises(ConfigError, match="^positive_classes: 'joy'"):
     categorical.positive_classes(_config(positive_classes="joy"), CLASSES)
   with pytest.raises(ConfigError, match="^loss: pcce needs positive classes"):
-    categorical.Trainer(_corpus(), _config(positive_classes=""), categorical.make_runs(
-        _corpus(), _config()))
+    categorical.engine_for(_corpus(), _config(positive_classes=""))
   with pytest.raises(ConfigError, match="^splits: 's9'"):
     categorical.select_splits(_corpus(), "s1,s9")

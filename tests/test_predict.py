@@ -4,6 +4,7 @@ events, outputs, browser."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -213,7 +214,16 @@ def test_cli_workdir_and_released_side_by_side(reference_dir, tmp_path):
   doc = json.loads((out / "film.json").read_text())
   assert [s["name"] for s in doc["metadata"]["sources"]] == ["ours", "authors"]
   fear = next(c for c in doc["curves"] if c["target"] == "fear")
-  assert fear["task"] == "binary" and all(0 <= p <= 1 for p in fear["mean"])
+  assert fear["task"] == "binary" and fear["folds"] == ["split"]
+  # Probabilities: the sigmoid, taken once, of the fear model's output (its logits, read as a
+  # regression model's), in film.json at full precision and in film.csv to 6 decimals.
+  from aan_jax.export import core as export
+  (m,) = [m for m in export.load_models(wd) if m.target == "fear"]
+  logits = dataclasses.replace(m, task="regression").predict({f: film[f] for f in m.modalities})
+  want = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+  np.testing.assert_allclose(fear["mean"], want, rtol=1e-6, atol=0)
+  np.testing.assert_allclose([float(r[header.index("ours/fear")]) for r in rows], want,
+                             rtol=0, atol=1e-6)  # rounding, and the float32 sigmoid
   page = (out / "film.html").read_text()
   assert "<video" not in page and "video left out" in page
 

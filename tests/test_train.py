@@ -10,7 +10,8 @@ import chex
 import numpy as np
 import pytest
 
-from aan_jax.engine import core as engine
+from aan_jax import engine
+from aan_jax.engine import core as engine_core
 from aan_jax.evaluation import pooled as evaluate
 from aan_jax.export import core as export
 from aan_jax.tasks import losses as metrics
@@ -144,10 +145,11 @@ def test_a_grid_point_equals_that_setting_trained_alone(sweep):
   runs = engine.make_runs(("arousal", "fear"), folds, len(c.groups), [result.points[3]])
   runs = dataclasses.replace(runs, run_id=np.asarray(
       [engine.stable_id(n.replace("/p0", "/p3")) for n in runs.names], np.int32))
-  eng = engine.Engine(c, alone_cfg, ("arousal", "fear"), runs, "validation")
+  eng = engine.Engine(c, alone_cfg, runs, targets=("arousal", "fear"),
+                      early_stopping="validation")
   state = eng.init_state()
   state = eng.run_chunk(state, 4)
-  pred = eng.predict(state["best_params"], "test")
+  pred = eng.predict(eng.best(state), "test")
   for j, t in enumerate(("arousal", "fear")):
     r = result.runs.names.index(f"{t}/official/seed0/p3")
     raw = pred[j] if t == "arousal" else 1 / (1 + np.exp(-pred[j]))
@@ -286,11 +288,11 @@ def test_resume_after_interruption_gives_the_same_results(corpus, tmp_path):
 def test_compiled_chunk_is_traced_once_and_patience_zero_trains_every_epoch(
     corpus, monkeypatch):
   traces = []
-  impl = engine._chunk_impl
+  impl = engine_core._chunk_impl
   def counted(*a):
     traces.append(1)
     return impl(*a)
-  monkeypatch.setattr(engine, "_chunk_impl", chex.assert_max_traces(counted, n=1))
+  monkeypatch.setattr(engine_core, "_chunk_impl", chex.assert_max_traces(counted, n=1))
   # A batch size no other test uses, so this plan is compiled afresh here.
   cfg = tiny_config(num_epochs=3, checkpoint_every=1, patience=0, batch_size=7)
   res = train.train(corpus, cfg)

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aan_jax.engine import core as engine
+from aan_jax import engine
+from aan_jax.engine import zoo
 from aan_jax.models import aan as models
 from aan_jax.data import synthetic
 from aan_jax.training import regression as train
@@ -40,7 +41,7 @@ def test_windows_are_padded_at_a_movie_start_and_never_mix_movies():
   module = engine.get_model_spec("temporal_aan").build(tiny_config("temporal_aan", window=4))
   movie = jnp.array([1, 1, 2, 0])
   seg = jnp.array([0, 5, 2, 3])
-  inp = engine._temporal_inputs(module, data, movie, seg)  # pylint: disable=protected-access
+  inp = zoo._temporal_inputs(module, data, movie, seg)  # pylint: disable=protected-access
   np.testing.assert_array_equal(inp["mask"], [[0, 0, 0, 1], [1, 1, 1, 1], [0, 1, 1, 1],
                                               [1, 1, 1, 1]])
   feats = np.asarray(inp["features"]["vggish"][..., 0])

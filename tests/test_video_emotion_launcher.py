@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import types
 
 import numpy as np
@@ -15,6 +16,8 @@ from aan_jax.training import categorical
 from aan_jax.data import corpora
 from aan_jax.data import synthetic
 
+PROGRESS = (r"(\d+)/2 \[[^\]\n]*epoch[^\]\n]*, 2/2 runs still training\]"  # tqdm's bar
+            r"|epoch (\d+)/2: 2/2 runs still training \(\d+ s\)")     # without tqdm
 TINY = {"synthetic.num_clips": 32, "synthetic.num_splits": 2, "synthetic.snippets": 2,
         "synthetic.positions": 4, "synthetic.backbone_dim": 8, "synthetic.audio_frames": 16,
         "hidden": 8, "audio_dim": 8, "audio_segments": 2, "audio_widths": "4,4,4,4",
@@ -58,7 +61,10 @@ def test_launcher_writes_the_output_contract(workdir):
   assert len(events) == 2
   assert (d / "checkpoints").is_dir()
   assert "VAANet on synthetic" in p.stdout and "split01" in p.stdout
-  assert "epoch" in p.stderr or "it/s" in p.stderr or "%" in p.stderr  # progress per chunk
+  # Progress per chunk (checkpoint_every=1): epochs 1 and 2 of 2, both runs training, in
+  # tqdm's bar or, without tqdm, as "epoch 1/2: 2/2 runs still training (3 s)".
+  epochs = [int(a or b) for a, b in re.findall(PROGRESS, p.stderr)]
+  assert list(dict.fromkeys(epochs)) == [1, 2], p.stderr[-2000:]
 
 
 def test_exported_classifiers_reproduce_the_test_predictions(workdir):

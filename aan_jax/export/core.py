@@ -153,7 +153,7 @@ def _predict_fn(kind: str, module, normalize: bool, impl: str = "xla"):
   """The engine's own evaluation of one group, normalisation inside the program as there,
   so that a reloaded model reproduces the engine's test predictions bit for bit."""
   import jax  # pylint: disable=g-import-not-at-top
-  from aan_jax.engine import core as engine  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine  # pylint: disable=g-import-not-at-top
   from aan_jax.models import layers  # pylint: disable=g-import-not-at-top
   spec = engine.get_model_spec(kind)
 
@@ -161,7 +161,7 @@ def _predict_fn(kind: str, module, normalize: bool, impl: str = "xla"):
     if normalize:
       f = {m: (x - mean[m]) / std[m] for m, x in f.items()}
     with layers.encoder_impl(impl):  # read while tracing
-      return spec.predict_group(module, p, f, v)
+      return spec.eval_apply(module, p, f, v)
   return jax.jit(run)
 
 
@@ -181,12 +181,12 @@ def _load_one(directory: str) -> ExportedModel:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from aan_jax.engine import core as engine  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine  # pylint: disable=g-import-not-at-top
   spec_path = os.path.join(directory, "model.json")
   spec = _read_model_json(spec_path, FORMAT, "model")
   build = dict(spec.get("build", {}))
   kind = build.get("model")
-  if kind not in engine.MODELS:
+  if kind not in engine.model_names(categorical=False):
     raise ExportError(f"{spec_path}: unknown model kind {kind!r}")
   defaults = {"ffn": "auto", "window": 5, "norm_first": True, "feature_dropout": 0.1,
               "dropout": 0.1, "d_model": 8, "num_heads": 2, "num_layers": 6, "hidden": 512,
@@ -270,8 +270,8 @@ def export_classifiers(result, directory: str) -> list[str]:
     os.replace(tmp, os.path.join(sub, "params.npz"))
     meta = {"format": CLASSIFIER_FORMAT, "name": runs.names[r], "task": "categorical",
             "build": dict(result.config), "classes": list(c.classes), "corpus": c.name,
-            "tfds_config": c.info.get("config"), "split": c.split_names[runs.split[r]],
-            "seed": int(runs.seed[r]), "learning_rate": float(runs.learning_rate[r]),
+            "tfds_config": c.info.get("config"), "split": c.split_names[runs.fold[r]],
+            "seed": int(runs.seed[r]), "learning_rate": float(runs.hparams["learning_rate"][r]),
             "inputs": {k: list(v.shape[1:]) for k, v in c.inputs.items()},
             "test_ids": [c.ids[i] for i in runs.test_idx[r][runs.test_ok[r]]][:50]}
     atomic.write_file(os.path.join(sub, "model.json"), json.dumps(
@@ -318,26 +318,24 @@ class ExportedClassifier:
 @functools.lru_cache(maxsize=32)
 def _classifier_fn(kind: str, module):
   import jax  # pylint: disable=g-import-not-at-top
-  from aan_jax.training import categorical  # pylint: disable=g-import-not-at-top
-  spec = categorical.get_classifier(kind)
-  return jax.jit(lambda v, x: spec.eval_logits(module, v, x)[0])
+  from aan_jax import engine  # pylint: disable=g-import-not-at-top
+  spec = engine.get_model_spec(kind)
+  return jax.jit(lambda v, x: spec.eval_apply(module, v, x)[0])
 
 
 def _load_classifier(directory: str) -> ExportedClassifier:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from aan_jax.training import categorical  # pylint: disable=g-import-not-at-top
+  from aan_jax import engine  # pylint: disable=g-import-not-at-top
   spec_path = os.path.join(directory, "model.json")
   meta = _read_model_json(spec_path, CLASSIFIER_FORMAT, "classifier")
   build = meta.get("build")
   kind = build.get("model") if isinstance(build, dict) else None
+  if kind not in engine.model_names(categorical=True):
+    raise ExportError(f"{spec_path}: unknown classifier kind {kind!r}")
   try:
-    categorical.get_classifier(str(kind))  # imports the module that registers it
-  except ValueError:
-    raise ExportError(f"{spec_path}: unknown classifier kind {kind!r}") from None
-  try:
-    module = categorical.get_classifier(kind).build(ml_collections.ConfigDict(build))
+    module = engine.get_model_spec(kind).build(ml_collections.ConfigDict(build))
   except Exception as e:  # pylint: disable=broad-except
     raise ExportError(f"{spec_path}: cannot build the classifier from its settings ({e})") from None
   path = os.path.join(directory, "params.npz")

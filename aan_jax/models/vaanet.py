@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# VideoEmotion-8 classes in the authors' (and the dataset's classInd.txt) order.
-VE8_CLASSES = ("Anger", "Anticipation", "Disgust", "Fear", "Joy", "Sadness", "Surprise",
-               "Trust")
+# VE8_CLASSES (VideoEmotion-8 in the authors' and classInd.txt's order) and EKMAN6_CLASSES
+# are written in aan_jax.data.classes, which the corpora and the builders read too.
+from aan_jax.data.classes import EKMAN6_CLASSES, VE8_CLASSES  # noqa: F401  (re-exported)
+
 # PCCE's polarity: Anticipation, Joy, Surprise, Trust are positive (the authors' "pcce_ve8").
 VE8_POSITIVE = (1, 4, 6, 7)
-EKMAN6_CLASSES = ("Anger", "Disgust", "Fear", "Joy", "Sadness", "Surprise")
 # The authors' code has no Ekman-6 PCCE; this grouping (joy and surprise positive, as in
 # VE8, where Surprise is positive too) is ours.
 EKMAN6_POSITIVE = (3, 5)

@@ -214,3 +214,28 @@ def _jsonable(x):
   if isinstance(x, tuple):
     return list(x)
   return str(x)
+
+
+def format_categorical(out: dict) -> str:
+  """The accuracy table, the published figures beside ours."""
+  lines = [f"{out.get('label', out.get('model'))} on {out.get('dataset')}: top-1 accuracy on "
+           f"each split's test list, last epoch ({out.get('num_epochs')} epochs)", ""]
+  if out.get("accuracy") is None:
+    for p in out.get("sweep", []):
+      lines.append(f"  learning rate {p['learning_rate']:g}: {100 * p['accuracy']:.1f}% "
+                   f"(sd {100 * p['accuracy_spread']['std']:.1f} over {len(p['per_split'])} splits)")
+    return "\n".join(lines)
+  for name, f in out["per_split"].items():
+    lines.append(f"  {name:<10} {100 * f['accuracy']:5.1f}%   mean recall "
+                 f"{100 * f['mean_recall']:5.1f}%   ({f['n']} test clips)")
+  sp = out["accuracy_spread"]
+  lines += ["", f"{'ours: mean over ' + str(len(out['per_split'])) + ' splits':<34}"
+            f"{100 * out['accuracy']:5.1f}%  (sd {100 * sp['std']:.1f}, "
+            f"{100 * sp['min']:.1f}-{100 * sp['max']:.1f})"]
+  for name, acc in out.get("published", {}).items():
+    lines.append(f"{name + ' (published)':<34}{acc:5.1f}%")
+  if out.get("synthetic"):
+    k = out.get("num_classes") or 8
+    lines.append(f"(synthetic data: chance is 1/{k} = {100 / k:.1f}%; not comparable with the "
+                 "published figures)")
+  return "\n".join(lines)

@@ -1,12 +1,10 @@
-"""Regression metrics and the paper's loss, as pure jit-able functions.
+"""The tasks' losses and the regression metrics they use, as pure jit-able functions.
 
 Every function takes an optional `mask` (same shape as the inputs; bool or 0/1 weights)
 so padded batches and held-out rows can be left out without changing shapes.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -64,39 +62,17 @@ def aan_loss(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) 
   return mse(pred, target, mask) + (1.0 - pearson(pred, target, mask))
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class RegressionStats:
-  """Sufficient statistics for pooled MSE/PCC/CCC; merge by adding (CLU style)."""
-  # Stored as sums so that stats over several batches or movies merge exactly.
-  n: jax.Array
-  sp: jax.Array
-  st: jax.Array
-  spp: jax.Array
-  stt: jax.Array
-  spt: jax.Array
-  sse: jax.Array
+def binary_loss(logits, y, w, pos_weight):
+  """Class-weighted binary cross-entropy: positives weigh `pos_weight` (negatives/positives
+  of the training rows), so an imbalanced label cannot be fitted by one class."""
+  c = w * jnp.where(y > 0.5, pos_weight, 1.0)
+  nll = jnp.where(y > 0.5, jax.nn.softplus(-logits), jax.nn.softplus(logits))
+  return jnp.sum(c * nll) / jnp.maximum(jnp.sum(c), 1e-6)
 
-  @classmethod
-  def from_batch(cls, pred, target, mask=None) -> "RegressionStats":
-    w = _weights(pred, mask)
-    pred, target = jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32)
-    return cls(jnp.sum(w), jnp.sum(w * pred), jnp.sum(w * target),
-               jnp.sum(w * pred * pred), jnp.sum(w * target * target),
-               jnp.sum(w * pred * target), jnp.sum(w * jnp.square(pred - target)))
 
-  def merge(self, other: "RegressionStats") -> "RegressionStats":
-    return jax.tree_util.tree_map(jnp.add, self, other)
-
-  def compute(self) -> dict[str, jax.Array]:
-    n = jnp.maximum(self.n, 1.0)
-    mp, mt = self.sp / n, self.st / n
-    var_p = self.spp / n - mp * mp
-    var_t = self.stt / n - mt * mt
-    cov = self.spt / n - mp * mt
-    denom2 = var_p * var_t
-    ok = denom2 > _EPS * _EPS
-    pcc = jnp.where(ok, cov / jnp.sqrt(jnp.where(ok, denom2, 1.0)), 0.0)
-    cden = var_p + var_t + jnp.square(mp - mt)
-    c = jnp.where(cden > _EPS, 2 * cov / jnp.where(cden > _EPS, cden, 1.0), 0.0)
-    return {"mse": self.sse / n, "pcc": pcc, "ccc": c, "n": self.n}
+def classification_loss(logits, labels, weights, loss: str, positive, lam):
+  """VAANet's polarity-consistent cross-entropy ("pcce") or plain cross-entropy ("ce")."""
+  from aan_jax.models import vaanet  # pylint: disable=g-import-not-at-top
+  if loss == "pcce":
+    return vaanet.pcce_loss(logits, labels, positive, lam, weights)
+  return vaanet.ce_loss(logits, labels, weights)

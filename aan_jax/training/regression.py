@@ -25,7 +25,6 @@ import dataclasses
 import itertools
 import math
 import os
-import sys
 import time
 from typing import Callable
 
@@ -34,18 +33,17 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
-from aan_jax.engine import core as eng
-from aan_jax.evaluation import pooled as ev
+from aan_jax import engine as eng
+from aan_jax import tasks
 from aan_jax.data import protocols
 from aan_jax.data.corpus import TASKS, TARGETS, Corpus
 from aan_jax.data.features import canonical_modalities
-from aan_jax.util.config import ConfigError
-from aan_jax.data.protocols import EARLY_STOPPING_LABELS  # pylint: disable=unused-import
-
-# Re-exported for notebooks and older code.
-MODELS = eng.MODELS
-register_model = eng.register_model
-get_model_spec = eng.get_model_spec
+from aan_jax.engine import zoo
+from aan_jax.evaluation.selection import evaluate, swept_keys  # noqa: F401  (notebooks' entry)
+from aan_jax.evaluation import pooled as ev
+from aan_jax.outputs import tensorboard
+from aan_jax.training import common
+from aan_jax.util.config import Checks, ConfigError
 
 DATASETS = ("cognimuse", "eimt16_global", "liris_accede_continuous", "synthetic")
 
@@ -196,53 +194,42 @@ def target_batch_sizes(config) -> dict[str, int]:
 
 def validate(config) -> None:
   """Checks every setting before anything is built; one line per problem."""
-  problems = []
-  def need(ok, msg):
-    if not ok:
-      problems.append(msg)
-  def finite(x):
-    return isinstance(x, (int, float)) and math.isfinite(x)
-  need(config.model in eng.MODELS, f"model: unknown {config.model!r}; use one of {sorted(eng.MODELS)}")
-  need(config.dataset in DATASETS, f"dataset: unknown {config.dataset!r}; use one of {list(DATASETS)}")
-  need(config.protocol in protocols.PROTOCOLS,
-       f"protocol: unknown {config.protocol!r}; use one of {list(protocols.PROTOCOLS)}")
+  c = Checks(config)
+  need = c.need
+  c.choice("model", eng.model_names(categorical=False))
+  c.choice("dataset", DATASETS)
+  c.choice("protocol", protocols.PROTOCOLS)
   need(config.early_stopping in ("validation", "held_out"),
        f"early_stopping: {config.early_stopping!r}; use 'validation' or 'held_out'")
   try:
     canonical_modalities(config.modalities)
   except ValueError as e:
-    problems.append(f"modalities: {e}")
+    c.problems.append(f"modalities: {e}")
   targets = tuple(config.targets)
   need(len(targets) > 0, "targets: none given")
   for t in targets:
     need(t in TARGETS, f"targets: unknown {t!r}; use some of {list(TARGETS)}")
-  for k in ("num_epochs", "batch_size", "num_layers", "num_heads", "d_model", "window",
-            "seeds", "checkpoint_every", "bootstrap", "hidden", "lstm_layers"):
-    v = config[k]
-    need(isinstance(v, int) and v >= 1, f"{k}: must be a whole number >= 1; got {v!r}")
-  need(isinstance(config.projection, int) and config.projection >= 0,
-       f"projection: must be a whole number >= 0; got {config.projection!r}")
+  c.engine_settings()
+  for k in ("num_layers", "num_heads", "d_model", "window", "bootstrap", "hidden",
+            "lstm_layers"):
+    c.whole(k, 1)
+  for k in ("projection", "patience"):
+    c.whole(k, 0)
   try:
-    lo, hi = eng.output_range(config)
+    lo, hi = zoo.output_range(config)
     need(math.isfinite(lo) and math.isfinite(hi) and lo < hi,
          f"output_range: {config.output_range!r} is not lo,hi with lo < hi")
   except ValueError:
-    problems.append(f"output_range: {config.output_range!r} is not two numbers lo,hi")
-  need(isinstance(config.patience, int) and config.patience >= 0,
-       f"patience: must be a whole number >= 0; got {config.patience!r}")
+    c.problems.append(f"output_range: {config.output_range!r} is not two numbers lo,hi")
   if isinstance(config.d_model, int) and isinstance(config.num_heads, int) and config.num_heads >= 1:
     need(config.d_model % config.num_heads == 0,
          f"d_model: {config.d_model} is not divisible by num_heads {config.num_heads}")
-  need(finite(config.learning_rate) and config.learning_rate > 0,
-       f"learning_rate: must be a finite number > 0; got {config.learning_rate!r}")
   for k in ("dropout", "feature_dropout"):
-    need(finite(config[k]) and 0 <= config[k] < 1, f"{k}: must be in [0, 1); got {config[k]!r}")
+    c.number(k, 0, 1)
   for k in ("mse_weight", "pcc_weight"):
-    need(finite(config[k]) and config[k] >= 0, f"{k}: must be a finite number >= 0; got {config[k]!r}")
-  need(finite(config.validation_fraction) and 0 < config.validation_fraction < 1,
-       f"validation_fraction: must be in (0, 1); got {config.validation_fraction!r}")
-  need(isinstance(config.validation_groups, int) and config.validation_groups >= 1,
-       f"validation_groups: must be a whole number >= 1; got {config.validation_groups!r}")
+    c.number(k, 0)
+  c.number("validation_fraction", 0, 1, low_open=True)
+  c.whole("validation_groups", 1)
   for part in str(config.target_batch_size or "").split(","):
     if part.strip():
       name, _, size = part.partition(":")
@@ -255,7 +242,7 @@ def validate(config) -> None:
     try:
       values = _floats(text)
     except ValueError:
-      problems.append(f"sweep.{k}: {text!r} is not a comma-separated list of numbers")
+      c.problems.append(f"sweep.{k}: {text!r} is not a comma-separated list of numbers")
       continue
     for v in values:
       if k == "learning_rate":
@@ -267,10 +254,15 @@ def validate(config) -> None:
       else:
         need(math.isfinite(v) and v >= 0, f"sweep.{k}: {v} is not a finite number >= 0")
   if swept(config) and config.early_stopping == "held_out":
-    problems.append("sweep: grid points are chosen on validation; with early_stopping="
-                    "'held_out' that would be the test movie. Use early_stopping=validation")
-  if problems:
-    raise ConfigError("\n".join(problems))
+    c.problems.append("sweep: grid points are chosen on validation; with early_stopping="
+                      "'held_out' that would be the test movie. Use early_stopping=validation")
+  elif swept(config) and not c.problems and early_stopping_mode(config) == "off":
+    # Without early stopping no fold carves validation groups, and a grid point would be
+    # chosen on nothing (or on the test groups): refuse before training.
+    c.problems.append("sweep: grid points are chosen on validation groups, which exist only "
+                      "with early stopping; set patience >= 1 (e.g. --config.patience=30), "
+                      "or drop the sweep")
+  c.done()
 
 
 def early_stopping_mode(config) -> str:
@@ -306,10 +298,6 @@ class Result:
   encoder_impl: str = "xla"     # the encoder the programs ran ("xla" or "cpu_kernel")
 
 
-def _transform(task: str, raw: np.ndarray) -> np.ndarray:
-  return 1.0 / (1.0 + np.exp(-raw)) if task == "binary" else raw
-
-
 def train(corpus: Corpus, config, workdir: str | None = None,
           progress: Callable[[dict], None] | None = None,
           folds: list | None = None) -> Result:
@@ -340,8 +328,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
   out = {"test": [None] * r_total, "val": [None] * r_total}
   best_epoch = np.zeros(r_total, np.int32)
   epochs_trained = np.zeros(r_total, np.int32)
-  train_loss = np.full((r_total, e), np.nan, np.float32)
-  val_loss = np.full((r_total, e), np.nan, np.float32)
+  history = {k: np.full((r_total, e), np.nan, np.float32) for k in ("train_loss", "val_loss")}
   norm = {"mean": {}, "std": {}}
   pos_weight = np.ones(r_total, np.float32)
   params_parts, devices, impl = [], 1, "xla"
@@ -349,53 +336,30 @@ def train(corpus: Corpus, config, workdir: str | None = None,
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
       cfg.batch_size = size
-    engine = eng.Engine(corpus, cfg, targets, runs.select(rows), mode)
+    engine = eng.Engine(corpus, cfg, runs.select(rows), targets=targets, early_stopping=mode)
     devices = engine.num_devices
     impl = engine.plan.config.get("_encoder_impl", "xla")
-    compiling = engine.precompile()
-    state = engine.init_state()
-    for f in compiling:  # before the first call, so that nothing is compiled twice
-      f.result()
     sub = "checkpoints" if len(by_size) == 1 else os.path.join(
         "checkpoints", f"batch{size}" + (f"_{task}" if task else ""))
-    ckpt = eng.Checkpointer(os.path.join(workdir, sub), eng.fingerprint(engine)) if workdir else None
-    try:
-      if ckpt is not None:
-        restored = ckpt.restore(state)
-        if restored is not None:
-          state = restored
-      every = max(1, config.checkpoint_every)
-      while True:
-        epoch = int(state["epoch"])
-        running = int((~np.asarray(state["stopped"])).sum())
-        if epoch >= e or running == 0:
-          break
-        state = engine.run_chunk(state, min(e, epoch + every))
-        if ckpt is not None:
-          ckpt.save(state, int(state["epoch"]))
-        if progress is not None:
-          progress({"epoch": int(state["epoch"]), "num_epochs": e,
-                    "running": int((~np.asarray(state["stopped"])).sum()),
-                    "runs": len(rows), "group": f"batch {size} {task}".strip()})
-      test = engine.predict(state["best_params"], "test")
-      val = engine.predict(state["best_params"], "val")
-    finally:
-      if ckpt is not None:
-        ckpt.close()
+    state = eng.train(engine, os.path.join(workdir, sub) if workdir else None, progress,
+                      group=f"batch {size} {task}".strip())
+    best = engine.best(state)
+    test = engine.predict(best, "test")
+    val = engine.predict(best, "val")
     for j, r in enumerate(rows):
-      task = corpus.task(targets[runs.target[r]])
-      out["test"][r] = _transform(task, test[j])
-      out["val"][r] = _transform(task, val[j])
+      transform = tasks.get(corpus.task(targets[runs.target[r]])).transform
+      out["test"][r] = transform(test[j])
+      out["val"][r] = transform(val[j])
     rows_a = np.asarray(rows)
     best_epoch[rows_a] = np.asarray(state["best_epoch"])
     epochs_trained[rows_a] = np.asarray(state["epochs_trained"])
-    train_loss[rows_a] = np.asarray(state["train_loss"])
-    val_loss[rows_a] = np.asarray(state["val_loss"])
+    for k, v in state["history"].items():
+      history[k][rows_a] = np.asarray(v)
     pos_weight[rows_a] = engine.pos_weight
     for k in ("mean", "std"):
       for m, v in engine.norm[k].items():
         norm[k].setdefault(m, np.zeros((r_total,) + v.shape[1:], np.float32))[rows_a] = v
-    params_parts.append((rows_a, jax.tree.map(np.asarray, state["best_params"])))
+    params_parts.append((rows_a, jax.tree.map(np.asarray, best["params"])))
 
   if mode == "off":
     best_epoch = epochs_trained - 1
@@ -410,7 +374,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
       test_predictions=np.stack(out["test"]).astype(np.float32),
       val_predictions=np.stack(out["val"]).astype(np.float32), best_params=best_params,
       norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
-      train_loss=train_loss, val_loss=val_loss, early_stopping=mode,
+      train_loss=history["train_loss"], val_loss=history["val_loss"], early_stopping=mode,
       seconds=time.time() - t0, num_devices=devices,
       batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl)
 
@@ -418,98 +382,6 @@ def train(corpus: Corpus, config, workdir: str | None = None,
 def _set_rows(full, rows, part):
   full[rows] = part
   return full
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def _validation_loss(result: Result, r: int) -> tuple[float, dict]:
-  """A run's loss and figures on its validation groups (best parameters), in float64."""
-  c, runs = result.corpus, result.runs
-  target = result.targets[runs.target[r]]
-  preds, truth = [], []
-  for j, (g, ok) in enumerate(zip(runs.val_idx[r], runs.val_ok[r])):
-    if ok:
-      lab = c.label_mask[target][g]
-      preds.append(result.val_predictions[r, j][lab])
-      truth.append(c.targets[target][g][lab])
-  if not preds:
-    return math.nan, {}
-  p, t = np.concatenate(preds).astype(np.float64), np.concatenate(truth).astype(np.float64)
-  if c.task(target) == "binary":
-    pw = float(result.pos_weight[r])
-    pc = np.clip(p, 1e-7, 1 - 1e-7)
-    w = np.where(t > 0.5, pw, 1.0)
-    loss = float(np.sum(w * -np.where(t > 0.5, np.log(pc), np.log1p(-pc))) / np.sum(w))
-    return loss, {"loss": loss, "ap": ev.average_precision(p, t),
-                  "threshold": ev.best_threshold(p, t)}
-  m = ev.regression_metrics(p, t)
-  hp = {k: float(v[r]) for k, v in result.runs.hparams.items()}
-  loss = hp["mse_weight"] * m["mse"] + hp["pcc_weight"] * (1 - m["pcc"])
-  return loss, {"loss": loss, **{k: m[k] for k in ("mse", "pcc", "ccc")}}
-
-
-def evaluate(result: Result, bootstrap: int | None = None) -> tuple[dict, dict]:
-  """(summary, table): each target's selected grid point, its pooled test figures with
-  intervals, per-group figures, the sweep, and the prediction table they come from."""
-  c, runs = result.corpus, result.runs
-  bootstrap = result.config.get("bootstrap", 1000) if bootstrap is None else bootstrap
-  val = [_validation_loss(result, r) for r in range(len(runs))]
-  summary: dict = {"early_stopping": result.early_stopping,
-                   "early_stopping_label": EARLY_STOPPING_LABELS[result.early_stopping]}
-  selected, sweep_points_out = {}, []
-  tables = []
-  for ti, target in enumerate(result.targets):
-    task = c.task(target)
-    losses = []
-    for p in range(len(result.points)):
-      sel = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == p]
-      vals = [val[r][0] for r in sel if not math.isnan(val[r][0])]
-      losses.append(float(np.mean(vals)) if vals else math.inf)
-    best = int(np.argmin(losses)) if len(result.points) > 1 else 0
-    selected[target] = best
-    rows = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == best]
-    table = ev.prediction_table(result, rows)
-    thresholds = {runs.names[r]: val[r][1].get("threshold", 0.5) for r in rows} \
-        if task == "binary" else None
-    figs = ev.summarize_target(table, task, thresholds, bootstrap, seed=0)
-    figs["task"] = task
-    if thresholds is not None:
-      figs["thresholds"] = thresholds
-    figs["runs"] = {runs.names[r]: {
-        "fold": result.folds[runs.fold[r]].name, "seed": int(runs.seed[r]),
-        "best_epoch": int(result.best_epoch[r]), "epochs_trained": int(result.epochs_trained[r]),
-        "validation_groups": [c.groups[g] for g, ok in zip(runs.val_idx[r], runs.val_ok[r]) if ok],
-        "validation": val[r][1]} for r in rows}
-    summary[target] = figs
-    tables.append(table)
-  if len(result.points) > 1:
-    for p, point in enumerate(result.points):
-      entry = {k: point[k] for k in swept_keys(result)}
-      entry["validation"], entry["test"] = {}, {}
-      for ti, target in enumerate(result.targets):
-        sel = [r for r in range(len(runs)) if runs.target[r] == ti and runs.point[r] == p]
-        vs = [val[r][1] for r in sel if val[r][1]]
-        entry["validation"][target] = {k: float(np.mean([v[k] for v in vs]))
-                                       for k in (vs[0] if vs else {}) if k != "threshold"}
-        tab = ev.prediction_table(result, sel)
-        if c.task(target) == "binary":
-          th = {runs.names[r]: val[r][1].get("threshold", 0.5) for r in sel}
-          f = ev.binary_metrics(tab["prediction"], tab["truth"], tab["group"],
-                                np.asarray([th[x] for x in tab["run"]]))
-        else:
-          f = ev.regression_metrics(tab["prediction"], tab["truth"])
-        entry["test"][target] = f
-      sweep_points_out.append(entry)
-    summary["sweep"] = {"points": sweep_points_out, "selected": selected,
-                        "swept": swept_keys(result), "selected_on": "validation loss"}
-  table = {k: np.concatenate([t[k] for t in tables]) for k in ev.PREDICTION_COLUMNS}
-  return summary, table
-
-
-def swept_keys(result: Result) -> list[str]:
-  return [k for k in eng.RUN_HPARAMS
-          if len({float(p[k]) for p in result.points}) > 1]
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -526,57 +398,20 @@ def protocol_info(result: Result) -> dict:
                     for f in result.folds]}
 
 
-def write_tensorboard(result: Result, directory: str) -> None:
-  """Training and validation loss per run and epoch (tensorboardX's event writer)."""
-  try:
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("tensorboardX is not installed: no TensorBoard event files "
-          "(pip install 'aan-jax[experiments]')", file=sys.stderr)
-    return
-  for r, name in enumerate(result.runs.names):
-    with SummaryWriter(os.path.join(directory, name.replace("/", "_"))) as w:
-      for epoch in range(result.train_loss.shape[1]):
-        for tag, arr in (("loss/train", result.train_loss), ("loss/validation", result.val_loss)):
-          v = float(arr[r, epoch])
-          if math.isfinite(v):
-            w.add_scalar(tag, v, epoch + 1)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The launchers' one call: trains, evaluates, prints the table, writes every output."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  from aan_jax.data import corpora  # pylint: disable=g-import-not-at-top
+def _write(result: Result, corpus: Corpus, config, workdir: str, t0: float) -> dict:
+  """Evaluates and writes the output contract; returns results.json's content."""
   from aan_jax.export import core as export  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import plots  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import results as report  # pylint: disable=g-import-not-at-top
-  from aan_jax.util import xla_cache  # pylint: disable=g-import-not-at-top
-
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  t0 = time.time()
-  config = resolve(config)
-  validate(config)
-  xla_cache.enable(config.compilation_cache)  # "" leaves it off
-  corpus = corpora.load(config)
-  os.makedirs(workdir, exist_ok=True)
-  n_runs = (len(config.targets) * len(sweep_points(config)) * config.seeds)
-  print(f"{config.model} on {corpus.name} ({len(corpus.groups)} {corpus.group_kind}s), "
-        f"protocol {config.protocol}, {n_runs} runs per fold, up to {config.num_epochs} "
-        f"epochs, on {len(jax.local_devices())} {jax.default_backend()} device(s)",
-        file=sys.stderr, flush=True)
-  progress = report.Progress(config.num_epochs)
-  try:
-    result = train(corpus, config, workdir=workdir, progress=progress)
-  finally:
-    progress.close()
   summary, table = evaluate(result, config.bootstrap)
   ev.write_predictions(os.path.join(workdir, "predictions.csv"), table)
   if config.export:
     export.export_result(result, summary, os.path.join(workdir, "models"))
-  write_tensorboard(result, os.path.join(workdir, "tensorboard"))
+  tensorboard.write(os.path.join(workdir, "tensorboard"), result.runs.names,
+                    {"loss/train": result.train_loss, "loss/validation": result.val_loss})
   if config.plots:
     plots.plot_result(result, summary, os.path.join(workdir, "plots"))
-  out = report.write_results(os.path.join(workdir, "results.json"), summary, {
+  return report.write_results(os.path.join(workdir, "results.json"), summary, {
       "model": config.model, "dataset": corpus.name, "tfds_config": corpus.info.get("config"),
       "modalities": report.modality_label(config.modalities),
       "protocol": protocol_info(result), "targets": list(result.targets),
@@ -585,10 +420,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "devices": result.num_devices, "config": config.to_dict(),
       "synthetic": bool(corpus.info.get("synthetic", False)),
   })
-  print(report.format_results(out))
-  print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "
-        f"tensorboard/ ({out['seconds']:.1f} s in all)", file=sys.stderr)
-  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The launchers' one call: trains, evaluates, prints the table, writes every output."""
+  from aan_jax.data import corpora  # pylint: disable=g-import-not-at-top
+  from aan_jax.outputs import results as report  # pylint: disable=g-import-not-at-top
+  config = resolve(config)
+  validate(config)
+  describe = lambda corpus, c: (
+      f"{c.model} on {corpus.name} ({len(corpus.groups)} {corpus.group_kind}s), protocol "
+      f"{c.protocol}, {len(c.targets) * len(sweep_points(c)) * c.seeds} runs per fold, up to "
+      f"{c.num_epochs} epochs")
+  return common.run_experiment(
+      config, workdir, load=corpora.load, describe=describe,
+      train=lambda corpus, c, w, progress: train(corpus, c, workdir=w, progress=progress),
+      write=_write, format_table=report.format_results)
 
 
 __all__ = ["get_config", "resolve", "validate", "train", "evaluate", "train_and_evaluate",
