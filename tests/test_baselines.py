@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from aan_jax.models import baselines
+from aan_jax.convert import lstm as convert_lstm
 from aan_jax.data.features import FEATURE_DIMS
 
 AUDIO = ("vggish", "emobase2010")
@@ -58,7 +59,7 @@ def test_torch_lstm_parity_two_layers_with_initial_state():
     y, (hn, cn) = lstm(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
   module = baselines.TorchLSTM(hidden=16, num_layers=2)
   like = module.init(jax.random.key(0), x[:1, :1])["params"]
-  params = baselines.import_torch_lstm(
+  params = convert_lstm.import_torch_lstm(
       {k: v.numpy() for k, v in lstm.state_dict().items()}, like=like)
   yj, carry = _jit(module)({"params": params}, x, {"h": h0, "c": c0})
   np.testing.assert_allclose(yj, y.numpy(), atol=1e-5, rtol=0)
@@ -94,7 +95,7 @@ def test_lstm_baseline_matches_a_torch_model_read_from_a_pth_file(tmp_path):
 
   model = baselines.LSTMBaseline(AUDIO, projection=0, hidden=16)
   params = jax.tree.map(np.asarray, _init(model, feats)["params"])
-  params["lstm"] = baselines.import_torch_lstm(path, prefix="lstm.", like=params["lstm"])
+  params["lstm"] = convert_lstm.import_torch_lstm(path, prefix="lstm.", like=params["lstm"])
   sd = net.state_dict()
   params["head"] = {"kernel": sd["fc.weight"].numpy().T, "bias": sd["fc.bias"].numpy()}
   got, _ = _jit(model)({"params": params}, feats)   # the whole film at once
@@ -104,21 +105,21 @@ def test_lstm_baseline_matches_a_torch_model_read_from_a_pth_file(tmp_path):
 def test_import_refuses_what_does_not_fit(tmp_path):
   torch = _torch()
   bi = torch.nn.LSTM(4, 5, bidirectional=True).state_dict()
-  with pytest.raises(baselines.TorchImportError, match="bidirectional"):
-    baselines.import_torch_lstm({k: v.numpy() for k, v in bi.items()})
+  with pytest.raises(convert_lstm.TorchImportError, match="bidirectional"):
+    convert_lstm.import_torch_lstm({k: v.numpy() for k, v in bi.items()})
   sd = {k: v.numpy() for k, v in torch.nn.LSTM(4, 5).state_dict().items()}
   like = baselines.TorchLSTM(hidden=6).init(jax.random.key(0), jnp.zeros((1, 1, 4)))["params"]
-  with pytest.raises(baselines.TorchImportError,
+  with pytest.raises(convert_lstm.TorchImportError,
                      match=r"layer_0_kernel_ih has shape \(4, 20\) from the file; "
                      r"the model wants \(4, 24\)"):
-    baselines.import_torch_lstm(sd, like=like)
-  with pytest.raises(baselines.TorchImportError, match="bias_hh_l0"):
-    baselines.import_torch_lstm({k: v for k, v in sd.items() if k != "bias_hh_l0"})
-  with pytest.raises(baselines.TorchImportError, match="no rnn.weight_ih_l0"):
-    baselines.import_torch_lstm(sd, prefix="rnn.")
+    convert_lstm.import_torch_lstm(sd, like=like)
+  with pytest.raises(convert_lstm.TorchImportError, match="bias_hh_l0"):
+    convert_lstm.import_torch_lstm({k: v for k, v in sd.items() if k != "bias_hh_l0"})
+  with pytest.raises(convert_lstm.TorchImportError, match="no rnn.weight_ih_l0"):
+    convert_lstm.import_torch_lstm(sd, prefix="rnn.")
   bad = dict(sd, weight_hh_l0=sd["weight_hh_l0"][:, :3])
-  with pytest.raises(baselines.TorchImportError, match=r"weight_hh_l0 has shape \(20, 3\)"):
-    baselines.import_torch_lstm(bad)
+  with pytest.raises(convert_lstm.TorchImportError, match=r"weight_hh_l0 has shape \(20, 3\)"):
+    convert_lstm.import_torch_lstm(bad)
 
 
 # ------------------------------------------------------------- sequence behaviour

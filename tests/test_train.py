@@ -131,6 +131,35 @@ def test_sweep_selects_each_targets_point_on_validation(sweep):
   # The top-level figures are the selected point's test figures.
   i = sw["selected"]["arousal"]
   assert summary["arousal"]["mse"] == pytest.approx(sw["points"][i]["test"]["arousal"]["mse"], rel=1e-12)
+  # The evidence is in the summary: per target, the point, what it was chosen on, and every
+  # point's validation loss (the same numbers as each point's own entry).
+  for target in ("arousal", "fear"):
+    on = sw["selected_on"][target]
+    assert on["point"] == sw["selected"][target] and on["runs_with_validation"] == 1
+    assert on["validation_loss"] == pytest.approx(
+        [p["validation"][target]["loss"] for p in sw["points"]], rel=1e-12)
+
+
+def test_a_sweep_without_validation_is_refused_in_one_line():
+  """patience 0 turns early stopping off, so no fold carves validation groups: a sweep would
+  have nothing to be selected on, and is refused before anything runs."""
+  cfg = tiny_config(patience=0)
+  cfg.sweep.learning_rate = "1e-4,3e-3"
+  with pytest.raises(train.ConfigError) as e:
+    train.validate(cfg)
+  assert str(e.value).startswith("sweep: grid points are chosen on validation groups")
+  assert len(str(e.value).splitlines()) == 1
+  cfg.sweep.patience = "0,5"  # a point with early stopping: folds carve validation groups
+  train.validate(cfg)
+
+
+def test_selection_never_falls_back_to_the_first_point(sweep):
+  """A result whose runs have no validation figure cannot select a point: it says so."""
+  from aan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
+  _, _, result, _, _ = sweep
+  runs = dataclasses.replace(result.runs, val_ok=np.zeros_like(result.runs.val_ok))
+  with pytest.raises(selection.SelectionError, match="no grid point has a validation figure"):
+    train.evaluate(dataclasses.replace(result, runs=runs), bootstrap=10)
 
 
 def test_a_grid_point_equals_that_setting_trained_alone(sweep):

@@ -30,8 +30,8 @@ def on_interrupt(note: str | None) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-  from aan_jax.convert import torch_pickle  # numpy only; imported here to keep this module bare
-  return (UserError, torch_pickle.CheckpointError, FileNotFoundError, PermissionError,
+  # A refused checkpoint (aan_jax.convert.torch_pickle.CheckpointError) is a ValueError.
+  return (UserError, FileNotFoundError, PermissionError,
           IsADirectoryError, NotADirectoryError, ValueError)
 
 
