@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from aan_jax.data import tfds_reader
 from aan_jax.data.corpus import Corpus
 
 # The builder config each dataset reads unless told otherwise; EIMT16's temporal models
@@ -89,26 +90,19 @@ def load_clips(config):
   if config.dataset not in CLIP_DATASETS:
     raise ValueError(f"dataset: {config.dataset!r} is not a categorical corpus; use one of "
                      f"{list(CLIP_DATASETS) + ['synthetic']}")
-  from aan_jax.data import corpus as data  # pylint: disable=g-import-not-at-top
-  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else os.environ.get(
-      "TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+  data_dir = (os.path.expanduser(config.data_dir) if config.data_dir
+              else tfds_reader.default_data_dir())
   name, cfg = config.dataset, config.tfds_config or "resnet101"
   try:
-    version_dir, _ = data._tfds_version_dir(name, data_dir, cfg)  # pylint: disable=protected-access
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    version_dir, _ = tfds_reader.find(name, data_dir, cfg)
+    tfds_reader.import_tfds()
   except (ImportError, FileNotFoundError) as e:
     raise DatasetMissing(BUILD_HINT.format(
         name=name, tfds_config=cfg, data_dir=config.data_dir,
         error=f"{type(e).__name__}: {str(e).splitlines()[0]}",
         data_dir_or_default=config.data_dir or "~/tensorflow_datasets")) from None
-  try:
-    tf.config.set_visible_devices([], "GPU")  # the GPU's memory is JAX's
-  except RuntimeError:  # TF already initialised its devices
-    pass
-  builder = tfds.builder_from_directory(str(version_dir))
-  ds = builder.as_dataset(split="videos")
-  return clips_from_examples(name, tfds.as_numpy(ds), builder.info, cfg)
+  builder = tfds_reader.open_builder(version_dir)
+  return clips_from_examples(name, tfds_reader.read_split(builder, "videos"), builder.info, cfg)
 
 
 def clips_from_examples(name: str, examples, info, tfds_config: str = ""):

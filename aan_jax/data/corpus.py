@@ -3,7 +3,7 @@
 A corpus of M movies with at most S segments each is held as padded arrays with a mask,
 so that folds (held-out movies) are masks over the movie axis, never copies of the data.
 This module stays free of TensorFlow at import time; readers of built TFDS datasets
-import it lazily inside their functions.
+import it lazily inside their functions (aan_jax.data.tfds_reader opens the builds).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from aan_jax.data import tfds_reader
 from aan_jax.data.features import FEATURE_DIMS
 
 # The 12 extended-COGNIMUSE movies in their canonical order (DESIGN.md): folds, tables and
@@ -115,37 +116,6 @@ class Corpus:
 
 # Canonical movie order per dataset; other datasets keep their split order (sorted).
 _MOVIE_ORDER = {"cognimuse": COGNIMUSE_MOVIES}
-_DEFAULT_CONFIGS = ("intended", "mediaeval2017", "excerpt")
-_BUILD_HINT = ("Build it first: `tfds build datasets/{name} --manual_dir=DIR --data_dir={data_dir}` "
-               "(see datasets/{name}/README.md for what DIR must hold).")
-
-
-def _tfds_version_dir(name: str, data_dir, config: str | None):
-  """The newest built version folder of data_dir/name/[config/]VERSION."""
-  import pathlib  # pylint: disable=import-outside-toplevel
-  root = pathlib.Path(data_dir) / name
-
-  def versions(d):
-    out = [p for p in d.iterdir() if p.is_dir() and (p / "dataset_info.json").is_file()] if d.is_dir() else []
-    return sorted(out, key=lambda p: tuple(int(x) for x in p.name.split(".") if x.isdigit()))
-
-  hint = _BUILD_HINT.format(name=name, data_dir=data_dir)
-  if config is not None:
-    found = versions(root / config)
-    if not found:
-      raise FileNotFoundError(f"no built dataset {name}/{config} under {data_dir}. {hint}")
-    return found[-1], config
-  if versions(root):  # a builder without configs
-    return versions(root)[-1], None
-  configs = [d.name for d in sorted(root.iterdir()) if versions(d)] if root.is_dir() else []
-  if not configs:
-    raise FileNotFoundError(f"no built dataset {name!r} under {data_dir}. {hint}")
-  if len(configs) > 1:
-    preferred = [c for c in _DEFAULT_CONFIGS if c in configs]
-    if not preferred:
-      raise ValueError(f"{name} under {data_dir} has configs {configs}; pass config=")
-    configs = preferred
-  return versions(root / configs[0])[-1], configs[0]
 
 
 def load_tfds(name: str = "cognimuse", data_dir=None, config: str | None = None,
@@ -159,19 +129,14 @@ def load_tfds(name: str = "cognimuse", data_dir=None, config: str | None = None,
   import os  # pylint: disable=import-outside-toplevel
   from aan_jax.data.features import canonical_modalities  # pylint: disable=import-outside-toplevel
   if data_dir is None:
-    data_dir = os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+    data_dir = tfds_reader.default_data_dir()
   data_dir = os.fspath(data_dir)
-  version_dir, config = _tfds_version_dir(name, data_dir, config)
+  version_dir, config = tfds_reader.find(name, data_dir, config)
   try:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    tfds_reader.import_tfds()
   except ImportError as e:
     raise ImportError(f"reading a TFDS dataset needs `pip install 'aan-jax[datasets]'` ({e})") from None
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:  # TF already initialised its devices; nothing more to do
-    pass
-  builder = tfds.builder_from_directory(str(version_dir))
+  builder = tfds_reader.open_builder(version_dir)
   feats = canonical_modalities(features if features is not None else "all")
   have = set(builder.info.features.keys())
   missing = [f for f in feats if f not in have]
@@ -191,7 +156,7 @@ def load_tfds(name: str = "cognimuse", data_dir=None, config: str | None = None,
   keys = list(feats) + [k for k in TARGETS + ("start_s", "end_s", "segment_index") if k in have]
   movies = {}
   for split in splits:
-    batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    batch = tfds_reader.read_split(builder, split, batch_size=-1)
     order_idx = np.argsort(batch["segment_index"], kind="stable") if "segment_index" in batch else slice(None)
     movies[split] = {k: np.asarray(batch[k])[order_idx] for k in keys if k != "segment_index"}
   meta = dict(builder.info.metadata or {})
@@ -206,10 +171,9 @@ def _load_excerpts(name, builder, feats, data_dir, version_dir, config) -> Corpu
   (temporal4). The excerpt's label belongs to its last item only: a temporal model's
   window over the 4 sub-segments then ends where the label is (sequence-to-one), and an
   excerpt gets exactly one prediction. The data have no timestamps: start_s/end_s are NaN."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   names, parts_f, labels, split_of = [], {f: [] for f in feats}, {"arousal": [], "valence": []}, {}
   for split in sorted(builder.info.splits.keys()):
-    batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    batch = tfds_reader.read_split(builder, split, batch_size=-1)
     ex = [x.decode() if isinstance(x, bytes) else str(x) for x in batch["excerpt"]]
     names += ex
     split_of[split] = tuple(ex)

@@ -6,9 +6,9 @@
 
 Each is an `aan_jax.training.categorical.ClipCorpus` with one input, "faces": (N, 4, H, W, 3) uint8
 buffers for VTT's model. RAF-DB's stills become buffers of 4 copies of the image
-(`vtt.still_buffers`, a view: no memory is copied), as a face that does not move; the
+(`still_buffers`, a view: no memory is copied), as a face that does not move; the
 model's training augmentation then makes the copies differ (`vtt_task`). Classes are in the
-order of `fer.EMOTIONS` (angry, disgust, fear, happy, sad, surprise, neutral).
+order of `FER_EMOTIONS` (`fer.EMOTIONS`: angry, disgust, fear, happy, sad, surprise, neutral).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import os
 
 import numpy as np
 
-from aan_jax.models import fer
-from aan_jax.models import vtt
+from aan_jax.data import tfds_reader
+from aan_jax.data.classes import FER_EMOTIONS
 
 FACES = "faces"
+BUFFER = 4  # frames per face buffer in VTT (aan_jax.models.vtt.BUFFER)
 
 BUILD_HINT = """\
 The raf_db dataset is not built (or cannot be read) at data_dir={data_dir!r}: {error}
@@ -31,6 +32,15 @@ Build it once from RAF-DB's basic part (request it from its authors):
 command again with --config.data_dir={data_dir_or_default}.
 
 Without the corpus, run the synthetic demo: add --config.dataset=synthetic"""
+
+
+def still_buffers(images, num_frames: int = BUFFER) -> np.ndarray:
+  """(N, H, W, 3) still faces -> (N, num_frames, H, W, 3): each still repeated, as a face that
+  does not move over the buffer. A read-only view (no copy): the frames share memory."""
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"expected (N, H, W, 3) still images, got shape {images.shape}")
+  return np.broadcast_to(images[:, None], (len(images), num_frames) + images.shape[1:])
 
 
 def _clip_corpus(**fields):
@@ -68,37 +78,30 @@ def load(config):
 def raf_db(data_dir=None):
   """RAF-DB basic from its built TFDS dataset: split "official" = its train/test partition."""
   from aan_jax.data.corpora import DatasetMissing  # pylint: disable=g-import-not-at-top
-  from aan_jax.data.corpus import _tfds_version_dir  # pylint: disable=g-import-not-at-top
   shown = data_dir
-  data_dir = os.path.expanduser(data_dir) if data_dir else os.environ.get(
-      "TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+  data_dir = os.path.expanduser(data_dir) if data_dir else tfds_reader.default_data_dir()
   try:
-    version_dir, _ = _tfds_version_dir("raf_db", data_dir, None)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    version_dir, _ = tfds_reader.find("raf_db", data_dir, None)
+    tfds_reader.import_tfds()
   except (ImportError, FileNotFoundError) as e:
     raise DatasetMissing(BUILD_HINT.format(
         data_dir=shown, error=str(e).split(" Build it first")[0],
         data_dir_or_default=shown or "~/tensorflow_datasets")) from None
-  try:
-    tf.config.set_visible_devices([], "GPU")  # JAX keeps the GPU's memory
-  except RuntimeError:
-    pass
-  builder = tfds.builder_from_directory(str(version_dir))
+  builder = tfds_reader.open_builder(version_dir)
   features = builder.info.features
   for k in ("image", "label", "file_name"):
     if k not in features:
       raise ValueError(f"{version_dir}: not a raf_db dataset (no feature {k!r}; has "
                        f"{sorted(features.keys())})")
   classes = tuple(features["label"].names)
-  if classes != fer.EMOTIONS:
-    raise ValueError(f"{version_dir}: classes {classes}, expected {fer.EMOTIONS}; rebuild it "
+  if classes != FER_EMOTIONS:
+    raise ValueError(f"{version_dir}: classes {classes}, expected {FER_EMOTIONS}; rebuild it "
                      "with this version of datasets/raf_db")
   images, labels, ids, split_of = [], [], [], []
   for split in ("train", "test"):
     if split not in builder.info.splits:
       raise ValueError(f"{version_dir}: no {split!r} split (has {sorted(builder.info.splits)})")
-    for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+    for ex in tfds_reader.read_split(builder, split):
       name = ex["file_name"].decode()
       if images and ex["image"].shape != images[0].shape:
         raise ValueError(f"{version_dir}: {name} is {ex['image'].shape}, the others "
@@ -110,7 +113,7 @@ def raf_db(data_dir=None):
   test = np.asarray(split_of)
   idx = np.arange(len(test))
   return _clip_corpus(
-      name="raf_db", inputs={FACES: vtt.still_buffers(np.stack(images))},
+      name="raf_db", inputs={FACES: still_buffers(np.stack(images))},
       labels=np.asarray(labels, np.int32), classes=classes,
       splits=((idx[~test], idx[test]),), split_names=("official",), ids=tuple(ids),
       info={"data_dir": data_dir, "version_dir": str(version_dir),
@@ -119,7 +122,7 @@ def raf_db(data_dir=None):
 
 # ------------------------------------------------------------------------- synthetic
 
-# Per class (fer.EMOTIONS order): brow height, brow slope (+: inner ends down, a frown),
+# Per class (FER_EMOTIONS order): brow height, brow slope (+: inner ends down, a frown),
 # mouth curve (+: corners up), mouth opening (height of an open mouth, 0: closed), mouth
 # half-width, mouth tilt (one corner up: disgust's sneer). Face coordinates: x right, y
 # down, the face's radius = 1.
@@ -192,12 +195,12 @@ def synthetic(size: int = 32, per_class: int = 60, test_fraction: float = 0.25,
     raise ValueError(f"synthetic faces: size {size} is too small to draw a face (use >= 12)")
   if not 0 < test_fraction < 1:
     raise ValueError(f"synthetic faces: test_fraction {test_fraction} must be in (0, 1)")
-  k = len(fer.EMOTIONS)
+  k = len(FER_EMOTIONS)
   labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(k), per_class))
   images = synthetic_faces(labels, size, noise, seed + 1)
   train, test = stratified_split(labels, test_fraction, seed + 2)
   return _clip_corpus(
-      name="synthetic_faces", inputs={FACES: vtt.still_buffers(images)},
-      labels=labels.astype(np.int32), classes=fer.EMOTIONS, splits=((train, test),),
+      name="synthetic_faces", inputs={FACES: still_buffers(images)},
+      labels=labels.astype(np.int32), classes=FER_EMOTIONS, splits=((train, test),),
       split_names=("stratified",), ids=tuple(f"face_{i:05d}" for i in range(len(labels))),
       info={"synthetic": True, "size": size, "noise": noise, "seed": seed})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from aan_jax.data.classes import VE8_CLASSES
 from aan_jax.data.corpus import COGNIMUSE_MOVIES, Corpus
 from aan_jax.data.features import FEATURES, PAPER_FEATURE_DIMS as FEATURE_DIMS
 
@@ -132,7 +133,6 @@ def make_clips(num_clips: int = 200, num_splits: int = 10, seed: int = 0, snippe
   MFCCs (tens). `num_splits` stratified 2:1 train/test splits, like the official lists.
   """
   from aan_jax.data.corpus import ClipCorpus  # pylint: disable=g-import-not-at-top
-  from aan_jax.models.vaanet import VE8_CLASSES  # pylint: disable=g-import-not-at-top
   classes = tuple(classes or VE8_CLASSES)
   k = len(classes)
   if num_clips < 2 * k:

@@ -22,7 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BUFFER = 4  # frames per face buffer in VTT
+# BUFFER: frames per face buffer in VTT. still_buffers, the stills-as-buffers view, serves
+# the face corpora too: both are written in aan_jax.data.faces and re-exported here.
+from aan_jax.data.faces import BUFFER, still_buffers  # noqa: F401
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -116,12 +119,3 @@ def buffers(track_frames: np.ndarray, num_frames: int = BUFFER) -> np.ndarray:
     return np.zeros((0, num_frames) + track_frames.shape[1:], track_frames.dtype)
   idx = np.arange(len(track_frames))[:, None] + np.arange(-num_frames + 1, 1)[None, :]
   return track_frames[np.clip(idx, 0, None)]
-
-
-def still_buffers(images, num_frames: int = BUFFER) -> np.ndarray:
-  """(N, H, W, 3) still faces -> (N, num_frames, H, W, 3): each still repeated, as a face that
-  does not move over the buffer. A read-only view (no copy): the frames share memory."""
-  images = np.asarray(images)
-  if images.ndim != 4:
-    raise ValueError(f"expected (N, H, W, 3) still images, got shape {images.shape}")
-  return np.broadcast_to(images[:, None], (len(images), num_frames) + images.shape[1:])
