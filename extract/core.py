@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ import numpy as np
 
 from aan_jax.data.features import (AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES,
                               canonical_modalities)
+from aan_jax.util.hashing import file_sha256  # noqa: F401  (core.file_sha256 for its callers)
 from extract import media
 
 FORMAT_VERSION = 1
@@ -61,14 +61,6 @@ def parse_weights(weights: str | Mapping[str, str], features: Sequence[str]) -> 
   if unknown:
     raise ValueError(f"weights given for unknown feature {sorted(unknown)[0]!r}")
   return out
-
-
-def file_sha256(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def options_key(segmentation: str, features: Sequence[str], weights: Mapping[str, str],

@@ -19,7 +19,6 @@ the authors' random training draw instead.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
@@ -29,6 +28,8 @@ import zipfile
 from typing import Sequence
 
 import numpy as np
+
+from aan_jax.util.hashing import file_sha256 as _sha256
 
 SEQ_LEN = 12
 SNIPPET = 16
@@ -190,14 +191,6 @@ def make_backbone(backbone: str, weights: str, device: str):
   if backbone == "i3d":
     return I3DMapsExtractor(weights=weights, device=device)
   raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(BACKBONES)}")
-
-
-def _sha256(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def extract_video(path, extractor, *, seq_len: int = SEQ_LEN) -> dict:

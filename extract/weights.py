@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import io
 import os
 import pathlib
 import pickle
+
+from aan_jax.util.hashing import file_sha256
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -93,11 +94,7 @@ def resolve(feature: str) -> pathlib.Path:
 
 @functools.lru_cache(maxsize=None)
 def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+  return file_sha256(path)  # cached: a weight file is hashed once per process
 
 
 def describe(feature: str, path: pathlib.Path) -> dict:
