@@ -159,7 +159,8 @@ def sweep():
   engine_core._chunk_impl = counted
   try:
     corpus = T.ragged_corpus()
-    c = T.seq_config(targets=("arousal", "valence"), num_epochs=2, batch_size=3)
+    # patience 5 > 2 epochs: folds carve validation groups to select on, and no run stops.
+    c = T.seq_config(targets=("arousal", "valence"), num_epochs=2, batch_size=3, patience=5)
     c.sweep.learning_rate = "1e-3,3e-2"
     res = train.train(corpus, c)
   finally:
@@ -169,11 +170,11 @@ def sweep():
   assert len(summary["sweep"]["points"]) == 2
   # A point's runs train as that rate alone in a program of its own (with their ids).
   cfg = T.seq_config(targets=("arousal", "valence"), num_epochs=2, batch_size=3,
-                     learning_rate=3e-2)
+                     learning_rate=3e-2, patience=5)
   runs = engine.make_runs(cfg.targets, res.folds, len(corpus.groups), [res.points[1]])
   runs = dataclasses.replace(runs, run_id=np.asarray(
       [engine.stable_id(n.replace("/p0", "/p1")) for n in runs.names], np.int32))
-  eng = engine.Engine(corpus, cfg, runs, targets=cfg.targets, early_stopping="off")
+  eng = engine.Engine(corpus, cfg, runs, targets=cfg.targets, early_stopping="validation")
   pred = eng.predict(eng.best(eng.run_chunk(eng.init_state(), 2)), "test")
   sel = np.flatnonzero(res.runs.point == 1)
   assert [res.runs.names[r].replace("/p1", "/p0") for r in sel] == list(runs.names)

@@ -145,8 +145,8 @@ def test_held_out_and_validation_films_do_not_affect_training():
   eng2, _ = one_run_engine(other, c, fold=1)
   state2 = eng2.run_chunk(eng2.init_state(), 2)
   chex.assert_trees_all_equal(state["params"], state2["params"])
-  np.testing.assert_array_equal(np.asarray(state["train_loss"]), np.asarray(state2["train_loss"]))
-  assert np.isfinite(np.asarray(state["train_loss"])).all()
+  np.testing.assert_array_equal(np.asarray(state["history"]["train_loss"]), np.asarray(state2["history"]["train_loss"]))
+  assert np.isfinite(np.asarray(state["history"]["train_loss"])).all()
 
 
 def test_each_baseline_through_each_launcher_and_a_sweep_in_one_program(tmp_path):

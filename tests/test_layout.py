@@ -36,6 +36,10 @@ LAYERS = {
 LIBRARY = "aan_jax"
 PROJECT = ("aan_jax", "extract", "experiments")  # the packages of the module graph
 NEVER_IMPORTED = ("extract", "experiments", "datasets", "benchmarks")  # by aan_jax
+# The one exception: inference runs a user's film end to end, so its pipeline calls the
+# extractors (torch), imported inside the functions that use them; aan_jax never imports
+# extract/ at module import time (DESIGN.md), so `import aan_jax.inference.pipeline` pulls no torch.
+LAZY_EXTRACT = ("inference",)
 MAX_LIBRARY_LINES = 600
 MAX_LAUNCHER_CODE_LINES = 45
 
@@ -51,6 +55,7 @@ class Import:
   path: str            # importer's file, relative to the root
   line: int
   by_name: bool = False  # a string in a lazy table (importlib.import_module), no statement
+  nested: bool = False   # inside a function: runs when called, not at import
 
   def where(self) -> str:
     return f"{self.path}:{self.line}"
@@ -88,8 +93,12 @@ def imports_of(module: str, path: pathlib.Path, modules, root) -> list[Import]:
   out = []
 
   def add(name, node, by_name=False):
-    out.append(Import(module, name, resolve(name, modules), rel, node.lineno, by_name))
+    out.append(Import(module, name, resolve(name, modules), rel, node.lineno, by_name,
+                      node.lineno in nested_lines))
 
+  nested_lines = {n.lineno for f in ast.walk(tree)
+                  if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       for alias in node.names:
@@ -246,6 +255,8 @@ def layering_offences(root, layers=LAYERS) -> list[str]:
     if not (i.importer == LIBRARY or i.importer.startswith(LIBRARY + ".")):
       continue
     top = i.name.split(".")[0]
+    if top == "extract" and i.nested and subpackage(i.importer) in LAZY_EXTRACT:
+      continue
     if top in NEVER_IMPORTED:
       out.append(f"{i.importer} -> {i.name} (the library never imports {top}/) [{i.where()}]")
       continue
@@ -438,6 +449,19 @@ def test_upward_sideways_and_outside_imports_are_offences(tmp_path):
   ]), bad
   # The same layer table with convert above tasks: that import points down, and passes.
   assert not [b for b in layering_offences(root, dict(LAYERS, convert=4)) if "ckpt" in b]
+
+
+def test_only_inference_may_call_the_extractors_and_only_inside_functions(tmp_path):
+  files = dict(CLEAN)
+  files["aan_jax/inference/run.py"] = "def f():\n  from extract import core\n"
+  files["aan_jax/inference/eager.py"] = "from extract import core\n"
+  files["aan_jax/export/run.py"] = "def f():\n  from extract import core\n"
+  bad = layering_offences(_tree(tmp_path, files))
+  assert sorted(b for b in bad if "extract" in b) == [
+      "aan_jax.export.run -> extract.core (the library never imports extract/) "
+      "[aan_jax/export/run.py:2]",
+      "aan_jax.inference.eager -> extract.core (the library never imports extract/) "
+      "[aan_jax/inference/eager.py:1]"], bad
 
 
 def test_long_files_and_fat_launchers_are_listed(tmp_path):

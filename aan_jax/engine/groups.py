@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from aan_jax import tasks
 from aan_jax.data.features import canonical_modalities
 from aan_jax.engine import runs as runs_lib
-from aan_jax.engine.program import Plan, adam_step, per_run, run_module, tree_where
+from aan_jax.engine.program import Plan, adam_step, per_run, run_module
 
 
 def normalisation(corpus, mods: Sequence[str], train_weight: np.ndarray,
@@ -181,19 +181,24 @@ def validation_loss(plan: Plan, params, data, runs):
   return per_run(plan, one)(params, runs)
 
 
+def _shuffled(key, usable, rows: int, b: int, n_valid: int):
+  """(order, real): the usable entries first, in random order, as `rows` batches of `b`
+  (padded with entry 0); `real` marks the first n_valid positions. The others sort last
+  and are never used."""
+  order = jnp.argsort(jnp.where(usable, jax.random.uniform(key, usable.shape), 2.0))
+  pad = rows * b - order.shape[0]
+  if pad > 0:
+    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
+  order = order[:rows * b].reshape(rows, b)
+  return order, (jnp.arange(rows * b) < n_valid).reshape(rows, b)
+
+
 def train_items(plan: Plan, state, data, runs, train_keys, active):
   """The epoch's steps over shuffled items (the "shared" sampler)."""
   spec, module, tx = plan.parts
   k_perm, k_drop = jax.random.split(jax.random.fold_in(train_keys, state["epoch"]))
   items, b, steps = plan.num_items, plan.batch, plan.steps
-  valid = data["row_ok"]
-  # Usable rows first, in random order; the others sort last and are never used.
-  order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_perm, valid.shape), 2.0))
-  pad = steps * b - order.shape[0]
-  if pad > 0:
-    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
-  order = order[:steps * b].reshape(steps, b)
-  real = (jnp.arange(steps * b) < plan.n_valid).reshape(steps, b)
+  order, real = _shuffled(k_perm, data["row_ok"], steps, b, plan.n_valid)
   _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], state["params"]))
 
   def step(carry, xs):
@@ -244,13 +249,7 @@ def train_sequential(plan: Plan, state, data, runs, train_keys, active):
   items, b, w = plan.num_items, plan.batch, plan.window
   per_pass = -(-items // w)
   passes = plan.steps // per_pass
-  film_ok = data["film_ok"]
-  order = jnp.argsort(jnp.where(film_ok, jax.random.uniform(k_perm, film_ok.shape), 2.0))
-  pad = passes * b - order.shape[0]
-  if pad > 0:
-    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
-  order = order[:passes * b].reshape(passes, b)
-  real = (jnp.arange(passes * b) < plan.n_valid).reshape(passes, b)
+  order, real = _shuffled(k_perm, data["film_ok"], passes, b, plan.n_valid)
   rows_at = jnp.repeat(order, per_pass, axis=0)                  # (steps, b)
   real_at = jnp.repeat(real, per_pass, axis=0)
   start_at = jnp.tile(jnp.arange(per_pass, dtype=jnp.int32) * w, passes)   # (steps,)
@@ -306,4 +305,4 @@ def train_sequential(plan: Plan, state, data, runs, train_keys, active):
 
 
 __all__ = ["setup", "keys", "train_items", "train_sequential", "predict", "validation_loss",
-           "normalisation", "class_weights", "tree_where"]
+           "normalisation", "class_weights"]
