@@ -1,9 +1,10 @@
 """Readers of the corpora's annotation and feature files, and per-segment labelling.
 
-Pure numpy: the TFDS builders in datasets/ call these, and so can anything that must
-not import TensorFlow. What is known of each file format is in ../shared/CORPORA.md;
-every reader is tolerant where sources disagree and says in its errors what it
-expected. Untrusted files are parsed as text or as pickle-free .npz, never executed.
+Pure numpy: the TFDS builders in datasets/ call these (as `_common.annotations`, see
+__init__.py), and so can anything that must not import TensorFlow. What is known of each
+file format is in ../shared/CORPORA.md; every reader is tolerant where sources disagree
+and says in its errors what it expected. Untrusted files are parsed as text or as
+pickle-free .npz, never executed.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pathlib
 import re
 from typing import Iterable, Sequence
 
-from aan_jax.data.annotations import VIDEO_SUFFIXES, CorpusFileError, weights_mode
+from .annotations import VIDEO_SUFFIXES, CorpusFileError, weights_mode
 
 TRAIN, TEST = 1, 2  # values of an example's `split` vector; 0: not in that split's lists
 

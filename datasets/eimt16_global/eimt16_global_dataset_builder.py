@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aan_jax.data import annotations as ann
 from aan_jax.util import cli
 from aan_jax.data.features import FEATURE_DIMS, PAPER_FEATURE_DIMS, FEATURES  # noqa: F401
+
+# The builders' shared readers are the package datasets/_common, imported as `_common` from
+# datasets/ on sys.path (datasets/ itself is not a package: it must never shadow the
+# `datasets` library). `tfds build datasets/<name>` puts datasets/ there while it imports
+# this file, as tests/datasets/_builders.py does; the lines below make sure of it however
+# this file is loaded.
+_DATASETS = str(pathlib.Path(__file__).resolve().parents[1])
+if _DATASETS not in sys.path:
+  sys.path.insert(0, _DATASETS)
+from _common import annotations as ann  # noqa: E402
 
 log = logging.getLogger(__name__)
 

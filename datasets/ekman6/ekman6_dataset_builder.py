@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import sys
 
 import tensorflow_datasets as tfds
 
-from aan_jax.data import emotion_lists
-from aan_jax.models.vaanet import EKMAN6_CLASSES
+from aan_jax.data.classes import EKMAN6_CLASSES
+
+# The builders' shared readers are the package datasets/_common, imported as `_common` from
+# datasets/ on sys.path (datasets/ itself is not a package: it must never shadow the
+# `datasets` library). `tfds build datasets/<name>` puts datasets/ there while it imports
+# this file, as tests/datasets/_builders.py does; the lines below make sure of it however
+# this file is loaded.
+_DATASETS = str(pathlib.Path(__file__).resolve().parents[1])
+if _DATASETS not in sys.path:
+  sys.path.insert(0, _DATASETS)
+from _common import emotion_lists  # noqa: E402
 
 log = logging.getLogger(__name__)
 CLASSES = EKMAN6_CLASSES

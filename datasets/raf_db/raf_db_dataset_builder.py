@@ -8,11 +8,22 @@ from __future__ import annotations
 import logging
 import pathlib
 import re
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aan_jax.data.annotations import CorpusFileError
+from aan_jax.data.classes import FER_EMOTIONS
+
+# The builders' shared readers are the package datasets/_common, imported as `_common` from
+# datasets/ on sys.path (datasets/ itself is not a package: it must never shadow the
+# `datasets` library). `tfds build datasets/<name>` puts datasets/ there while it imports
+# this file, as tests/datasets/_builders.py does; the lines below make sure of it however
+# this file is loaded.
+_DATASETS = str(pathlib.Path(__file__).resolve().parents[1])
+if _DATASETS not in sys.path:
+  sys.path.insert(0, _DATASETS)
+from _common.annotations import CorpusFileError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +37,9 @@ FER-2013 classifier of the faces track (angry, disgust, fear, happy, sad, surpri
 neutral), mapped from RAF-DB's own numbering by name; `raf_label` keeps RAF-DB's 1-7.
 """
 
-# The project's expression classes, in the order of aan_jax.models.fer.EMOTIONS (faces track, events).
-CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# The project's expression classes, in the order of aan_jax.models.fer.EMOTIONS (faces track,
+# events), written in aan_jax.data.classes.
+CLASSES = FER_EMOTIONS
 # RAF-DB's numbering (its README): 1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness,
 # 6 Anger, 7 Neutral. Mapped by name: the two orders differ.
 RAF_NAMES = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry",

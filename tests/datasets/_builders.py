@@ -1,4 +1,9 @@
-"""Loads the builders in datasets/<name>/ (not a package) as importable modules for tests."""
+"""Loads the builders in datasets/<name>/ (not a package) as importable modules for tests.
+
+Importing this module puts datasets/ on sys.path, as `tfds build` does while it imports a
+builder: the builders' shared modules are then `from _common import annotations, ...`,
+the very modules the builders use (so their CorpusFileError is the one a test expects).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATASETS = ROOT / "datasets"
+if str(DATASETS) not in sys.path:
+  sys.path.insert(0, str(DATASETS))  # <name>/ and _common/ are then importable, as for the CLI
 
 
 def load_module(name: str, filename: str | None = None):

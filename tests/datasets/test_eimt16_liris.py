@@ -10,7 +10,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax.data import annotations as ann  # noqa: E402
+from _common import annotations as ann  # noqa: E402
 from aan_jax.data import corpus as aan_data  # noqa: E402
 from tensorflow_datasets.testing import dataset_builder_testing  # noqa: E402
 

@@ -9,7 +9,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("PIL")
 
 import _builders  # noqa: E402
-from aan_jax.data import annotations as ann  # noqa: E402
+from _common import annotations as ann  # noqa: E402
 from aan_jax.models import fer  # noqa: E402
 
 _builders.hide_gpus()

@@ -11,7 +11,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax.data import annotations as ann  # noqa: E402
+from _common import annotations as ann  # noqa: E402
 from aan_jax.util import cli  # noqa: E402
 
 _builders.hide_gpus()

@@ -15,8 +15,8 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import _builders  # noqa: E402
-from aan_jax.data import emotion_lists  # noqa: E402
-from aan_jax.data.annotations import CorpusFileError  # noqa: E402
+from _common import emotion_lists  # noqa: E402
+from _common.annotations import CorpusFileError  # noqa: E402
 
 _builders.hide_gpus()
 ve8 = _builders.load_module("videoemotion8")
