@@ -337,6 +337,9 @@ def test_compiled_chunk_is_traced_once_and_patience_zero_trains_every_epoch(
     ({"num_epochs": -1}, "num_epochs: must be a whole number >= 1"),
     ({"dropout": 1.0}, "dropout: must be in [0, 1)"),
     ({"model": "nope"}, "model: unknown 'nope'"),
+    # A boolean is not a number, for every task (the categorical task refused it before).
+    ({"num_epochs": True}, "num_epochs: must be a whole number >= 1; got True"),
+    ({"seeds": False}, "seeds: must be a whole number >= 1; got False"),
     ({"modalities": "vggish,smell"}, "modalities: unknown modality 'smell'"),
     ({"targets": ("joy",)}, "targets: unknown 'joy'"),
 ])
