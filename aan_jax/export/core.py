@@ -22,6 +22,8 @@ from typing import Mapping
 
 import numpy as np
 
+from aan_jax.export import checks
+from aan_jax.export.checks import ExportError  # noqa: F401  (re-exported)
 from aan_jax.util import atomic
 
 FORMAT = "aan_jax.export/1"
@@ -31,10 +33,6 @@ SEGMENTATION = {"cognimuse": "fixed:5", "liris_accede_continuous": "sliding:10:5
 _BUILD_KEYS = ("model", "modalities", "d_model", "num_heads", "num_layers", "ffn", "window",
                "norm_first", "feature_dropout", "dropout", "hidden", "projection",
                "lstm_layers", "output_range", "_task")
-
-
-class ExportError(ValueError):
-  """A models folder that cannot be read; the message names the file."""
 
 
 def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
@@ -178,16 +176,21 @@ def _read_model_json(path: str, fmt: str, what: str) -> dict:
 
 
 def _load_one(directory: str) -> ExportedModel:
+  """One model folder, untrusted: model.json field by field, params.npz from its headers
+  (aan_jax.export.checks), the arrays' shapes against those the settings build."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from aan_jax import engine  # pylint: disable=g-import-not-at-top
   spec_path = os.path.join(directory, "model.json")
   spec = _read_model_json(spec_path, FORMAT, "model")
-  build = dict(spec.get("build", {}))
+  checks.check_model_json(spec_path, spec)
+  build = dict(spec["build"])
   kind = build.get("model")
   if kind not in engine.model_names(categorical=False):
-    raise ExportError(f"{spec_path}: unknown model kind {kind!r}")
+    raise ExportError(f"{spec_path}: field 'build.model' is an unknown model kind "
+                      f"{str(kind)[:40]!r}; expected one of "
+                      f"{list(engine.model_names(categorical=False))}")
   defaults = {"ffn": "auto", "window": 5, "norm_first": True, "feature_dropout": 0.1,
               "dropout": 0.1, "d_model": 8, "num_heads": 2, "num_layers": 6, "hidden": 512,
               "projection": 8, "lstm_layers": 1, "output_range": "",
@@ -198,20 +201,22 @@ def _load_one(directory: str) -> ExportedModel:
   if spec.get("encoder_impl") == "cpu_kernel":
     impl = engine.resolve_encoder_impl("auto")
   cfg = ml_collections.ConfigDict({**defaults, **build})
+  model_spec = engine.get_model_spec(kind)
   try:
-    module = engine.get_model_spec(kind).build(cfg)
-  except (TypeError, ValueError) as e:
-    raise ExportError(f"{spec_path}: cannot build the model from its settings ({e})") from None
-  try:
-    with np.load(os.path.join(directory, "params.npz"), allow_pickle=False) as z:
-      flat = {k: z[k] for k in z.files}
-  except (OSError, ValueError) as e:
-    raise ExportError(f"{os.path.join(directory, 'params.npz')}: cannot read ({e})") from None
-  tree = _unflatten(flat)
+    module = model_spec.build(cfg)
+    want = jax.eval_shape(lambda k: model_spec.init(module, k, None), jax.random.key(0))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ExportError(f"{spec_path}: cannot build the model from its settings "
+                      f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+  params_path = os.path.join(directory, "params.npz")
+  flat = checks.read_params(params_path)
+  checks.check_shapes(params_path, flat, checks.flat_shapes(want["params"]), "params/")
   mods = tuple(spec["modalities"])
+  checks.check_norm(params_path, flat, mods, bool(spec.get("normalize", True)))
+  tree = _unflatten(flat)
   return ExportedModel(
       name=spec.get("name", os.path.basename(directory)), target=spec["target"],
-      task=spec.get("task", "regression"), fold=spec.get("fold", ""), modalities=mods,
+      task=spec.get("task", "regression"), fold=str(spec.get("fold", "")), modalities=mods,
       segmentation=spec.get("segmentation", "fixed:5"), metadata=spec, module=module,
       params=jax.tree.map(jnp.asarray, tree["params"]),
       norm_mean=tree.get("norm_mean", {}), norm_std=tree.get("norm_std", {}),
@@ -232,13 +237,18 @@ def _load_all(path: str | os.PathLike, load_one, what: str) -> list:
   try:
     with open(index) as f:
       entries = json.load(f)["models"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ExportError(f"{index}: cannot read the model index ({e})") from None
-  out = []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+      raise TypeError("'models' must be a list of objects")
+  except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+    raise ExportError(f"{index}: cannot read the model index ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())[:200]})") from None
+  out, seen = [], {}
   for e in entries:
-    sub = os.path.abspath(os.path.join(root, str(e["path"])))
-    if os.path.commonpath([sub, os.path.abspath(root)]) != os.path.abspath(root):
-      raise ExportError(f"{index}: model path {e['path']!r} leaves the models folder")
+    sub = checks.contained(root, e.get("path"), index)
+    if sub in seen:
+      raise ExportError(f"{index}: lists the model folder {e.get('path')!r} twice (as "
+                        f"{seen[sub]!r}): each fold counts once")
+    seen[sub] = e.get("path")
     out.append(load_one(sub))
   return out
 
@@ -324,29 +334,48 @@ def _classifier_fn(kind: str, module):
 
 
 def _load_classifier(directory: str) -> ExportedClassifier:
+  """One classifier folder, untrusted: as `_load_one`, and its class names against its head."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from aan_jax import engine  # pylint: disable=g-import-not-at-top
   spec_path = os.path.join(directory, "model.json")
   meta = _read_model_json(spec_path, CLASSIFIER_FORMAT, "classifier")
+  checks.check_classifier_json(spec_path, meta)
   build = meta.get("build")
   kind = build.get("model") if isinstance(build, dict) else None
   if kind not in engine.model_names(categorical=True):
-    raise ExportError(f"{spec_path}: unknown classifier kind {kind!r}")
+    raise ExportError(f"{spec_path}: unknown classifier kind {str(kind)[:40]!r}")
   try:
     module = engine.get_model_spec(kind).build(ml_collections.ConfigDict(build))
   except Exception as e:  # pylint: disable=broad-except
     raise ExportError(f"{spec_path}: cannot build the classifier from its settings ({e})") from None
   path = os.path.join(directory, "params.npz")
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      flat = {k: z[k] for k in z.files}
-  except (OSError, ValueError) as e:
-    raise ExportError(f"{path}: cannot read ({e})") from None
+  flat = checks.read_params(path)
+  variables = _unflatten(flat)
+  classes = tuple(meta["classes"])
+  inputs = meta.get("inputs")
+  if inputs:  # the head's width, from shapes only (nothing computed)
+    spec = engine.get_model_spec(kind)
+    x = {k: jax.ShapeDtypeStruct((1, *s), jnp.float32) for k, s in inputs.items()}
+    try:
+      want = jax.eval_shape(lambda k, x: spec.init(module, k, x), jax.random.key(0), x)
+      checks.check_shapes(path, {k: v for k, v in flat.items()},
+                          checks.flat_shapes(dict(want)))
+      out = jax.eval_shape(lambda v, x: spec.eval_apply(module, v, x)[0],
+                           jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                        variables), x)
+    except ExportError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise ExportError(f"{spec_path}: its settings and params.npz do not make a classifier "
+                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    if out.shape[-1] != len(classes):
+      raise ExportError(f"{spec_path}: field 'classes' names {len(classes)} classes but the "
+                        f"model's head has {out.shape[-1]} outputs")
   return ExportedClassifier(
-      name=meta.get("name", os.path.basename(directory)), classes=tuple(meta["classes"]),
-      metadata=meta, module=module, variables=jax.tree.map(jnp.asarray, _unflatten(flat)),
+      name=meta.get("name", os.path.basename(directory)), classes=classes,
+      metadata=meta, module=module, variables=jax.tree.map(jnp.asarray, variables),
       kind=kind)
 
 

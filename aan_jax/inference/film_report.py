@@ -6,11 +6,15 @@ import csv
 import html
 import io
 import json
+import math
+import urllib.parse
 from typing import Sequence
 
+import numpy as np
 
-from aan_jax.util import atomic
 from aan_jax.inference.predict import Curve
+from aan_jax.inference.report_set import printable
+from aan_jax.util import atomic
 
 # Colours per source (matplotlib's tab10, also used by the HTML page).
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
@@ -22,7 +26,18 @@ write_file = atomic.write_file
 
 
 def column_name(curve: Curve, single_source: bool) -> str:
-  return curve.target if single_source else curve.label
+  """The curve's CSV column (control characters escaped: one header line)."""
+  return printable(curve.target if single_source else curve.label)
+
+
+def _values(x) -> list:
+  """A curve's values for JSON: NaN (a segment the input declared missing) as null."""
+  return [None if not math.isfinite(v) else v for v in np.asarray(x, np.float64).tolist()]
+
+
+def mathtext_safe(text: str) -> str:
+  """A name as matplotlib shows it literally: `$` would start mathtext ($\\frac$ fails)."""
+  return printable(text).replace("$", r"\$")
 
 
 def warning_line(random_features: Sequence[str]) -> str:
@@ -55,7 +70,7 @@ def to_csv(curves: Sequence[Curve], random_features: Sequence[str] = ()) -> str:
     on = [c for c in curves if c.segmentation == seg]
     ref = on[0]
     for i in range(len(ref.start_s)):
-      row = [seg] if len(segs) > 1 else []
+      row = [printable(seg)] if len(segs) > 1 else []
       row += [f"{ref.start_s[i]:.3f}", f"{ref.end_s[i]:.3f}"]
       for c in curves:
         width = 3 if c.has_band else 1
@@ -63,7 +78,7 @@ def to_csv(curves: Sequence[Curve], random_features: Sequence[str] = ()) -> str:
           row += [""] * width
           continue
         vals = [c.mean[i], c.low[i], c.high[i]][:width]
-        row += [f"{v:.6f}" for v in vals]
+        row += [f"{v:.6f}" if math.isfinite(v) else "" for v in vals]  # a gap: empty
       w.writerow(row)
   return buf.getvalue()
 
@@ -74,9 +89,9 @@ def curves_json(curves: Sequence[Curve]) -> list[dict]:
     # Values at full precision: the JSON holds exactly what the models returned.
     d = {"source": c.source, "target": c.target, "task": c.task, "segmentation": c.segmentation,
          "start_s": c.start_s.tolist(), "end_s": c.end_s.tolist(),
-         "mean": c.mean.tolist(), "folds": c.fold_names}
+         "mean": _values(c.mean), "folds": c.fold_names}
     if c.has_band:
-      d.update(low=c.low.tolist(), high=c.high.tolist(), std=c.std.tolist(),
+      d.update(low=_values(c.low), high=_values(c.high), std=_values(c.std),
                band="min and max over the fold models; the curve is their mean")
     out.append(d)
   return out
@@ -105,7 +120,7 @@ def to_png(curves: Sequence[Curve], events: list, title: str, path: str,
     for c in (c for c in curves if c.target == target):
       col = COLOURS[sources.index(c.source) % len(COLOURS)]
       t = (c.start_s + c.end_s) / 2 / scale
-      label = c.source + (f" (mean of {len(c.fold_names)} folds, band min-max)"
+      label = mathtext_safe(c.source) + (f" (mean of {len(c.fold_names)} folds, band min-max)"
                           if c.has_band else "")
       ax.plot(t, c.mean, color=col, lw=1.3, label=label)
       if c.has_band:
@@ -115,14 +130,14 @@ def to_png(curves: Sequence[Curve], events: list, title: str, path: str,
         ax.axvline(ev["seconds"] / scale, color="0.4", lw=0.6, ls=":")
     if any(c.task == "binary" for c in curves if c.target == target):
       ax.set_ylim(-0.02, 1.02)
-      ax.set_ylabel(f"{target} (probability)")
+      ax.set_ylabel(f"{mathtext_safe(target)} (probability)")
     else:
-      ax.set_ylabel(target)
+      ax.set_ylabel(mathtext_safe(target))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=7)
   axes[-1, 0].set_xlabel("time (min)" if minutes else "time (s)")
   warn = warning_line(random_features)
-  fig.suptitle(title + (f"\n{warn}" if warn else ""), fontsize=10,
+  fig.suptitle(mathtext_safe(title) + (f"\n{warn}" if warn else ""), fontsize=10,
                color="red" if warn else "black")
   fig.tight_layout()
   buf = io.BytesIO()
@@ -145,7 +160,9 @@ def to_html(curves: Sequence[Curve], events: list, face_events: list, metadata: 
           "colours": {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(sources)},
           "randomWeights": metadata.get("random_weights", [])}
   warn = warning_line(metadata.get("random_weights", []))
-  video = (f'<video id="video" controls preload="auto" src="{html.escape(video_src)}">'
+  # The link is a URL: a file named a#b%20c.mp4 must load that file (quoted, then escaped).
+  src = urllib.parse.quote(video_src, safe="/") if video_src else ""
+  video = (f'<video id="video" controls preload="auto" src="{html.escape(src)}">'
            "</video>" if video_src else '<div id="novideo">video left out (--no-video)</div>')
   return _PAGE.format(
       title=html.escape(title), warn=(f'<div class="warn">{html.escape(warn)}</div>'
@@ -230,7 +247,8 @@ const tip = document.getElementById("tip");
 for (const target of targets) {{
   const cs = D.curves.filter(c => c.target === target);
   let lo = Infinity, hi = -Infinity;
-  for (const c of cs) for (const v of (c.low || c.mean).concat(c.high || c.mean)) {{ lo = Math.min(lo, v); hi = Math.max(hi, v); }}
+  for (const c of cs) for (const v of (c.low || c.mean).concat(c.high || c.mean)) {{ if (v !== null) {{ lo = Math.min(lo, v); hi = Math.max(hi, v); }} }}
+  if (!isFinite(lo)) {{ lo = 0; hi = 1; }}
   if (cs.some(c => c.task === "binary")) {{ lo = 0; hi = 1; }}
   if (!(hi > lo)) {{ lo -= 0.5; hi += 0.5; }}
   const pad = (hi - lo) * 0.05; lo -= pad; hi += pad;
@@ -253,13 +271,19 @@ for (const target of targets) {{
   for (const c of cs) {{
     const mid = c.start_s.map((s, i) => (s + c.end_s[i]) / 2);
     const col = D.colours[c.source];
-    if (c.low) {{
-      const up = mid.map((t, i) => X(t) + "," + Y(c.high[i]));
-      const dn = mid.map((t, i) => X(t) + "," + Y(c.low[i])).reverse();
-      el("polygon", {{points: up.concat(dn).join(" "), fill: col, "fill-opacity": 0.2, class: "band"}}, svg);
+    // A segment the input declared missing is null: the curve breaks there (one piece per run).
+    const runs = [];
+    mid.forEach((t, i) => {{ if (c.mean[i] === null) return;
+      if (i && c.mean[i - 1] !== null && runs.length) runs[runs.length - 1].push(i); else runs.push([i]); }});
+    for (const run of runs) {{
+      if (c.low) {{
+        const up = run.map(i => X(mid[i]) + "," + Y(c.high[i]));
+        const dn = run.map(i => X(mid[i]) + "," + Y(c.low[i])).reverse();
+        el("polygon", {{points: up.concat(dn).join(" "), fill: col, "fill-opacity": 0.2, class: "band"}}, svg);
+      }}
+      el("polyline", {{points: run.map(i => X(mid[i]) + "," + Y(c.mean[i])).join(" "), fill: "none",
+                       stroke: col, "stroke-width": 1.6, class: "curve", "data-source": c.source}}, svg);
     }}
-    el("polyline", {{points: mid.map((t, i) => X(t) + "," + Y(c.mean[i])).join(" "), fill: "none",
-                     stroke: col, "stroke-width": 1.6, class: "curve", "data-source": c.source}}, svg);
   }}
   for (const ev of D.events.filter(e => e.object.target === target))
     el("circle", {{cx: X(ev.seconds), cy: T + 4, r: 4, fill: "#333", class: "marker"}}, svg);
@@ -275,6 +299,7 @@ for (const target of targets) {{
     for (const c of cs) {{
       let i = c.start_s.findIndex((s, k) => t >= s && t < c.end_s[k]);
       if (i < 0) continue;
+      if (c.mean[i] === null) {{ lines.push(c.source + ": no value (features missing)"); continue; }}
       let s = c.source + ": " + c.mean[i].toFixed(3);
       if (c.low) s += "  [" + c.low[i].toFixed(3) + ", " + c.high[i].toFixed(3) + "]";
       lines.push(s);

@@ -29,16 +29,20 @@ import re
 import sys
 from typing import Callable, Mapping, Sequence
 
+from aan_jax.data import featfile
 from aan_jax.data.features import FEATURE_DIMS
 from aan_jax.inference import film_report
 from aan_jax.inference import predict
+from aan_jax.inference import report_set
+from aan_jax.inference.report_set import printable
+from aan_jax.util import cli as util_cli
 
 # Every feature a model may read, in canonical order: the paper's five, then faces.
 ALL = tuple(FEATURE_DIMS)
-OUTPUTS = ("csv", "json", "png", "html")
+OUTPUTS = report_set.OUTPUTS
 
 
-class SetupError(ValueError):
+class SetupError(util_cli.UsageError, ValueError):
   """Settings that cannot work; no output was written (the command exits with 2)."""
 
 
@@ -91,20 +95,22 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
   missing ones) and added to it; returns (arrays + metadata, whether anything was decoded)."""
   from extract import core  # pylint: disable=g-import-not-at-top
   path = cache / f"{pathlib.Path(video).stem}.{sha[:12]}.{_seg_tag(seg)}.npz"
-  have: dict = {}
+  have, usable = {}, []
   if path.is_file():
-    try:
+    try:  # a damaged or stale entry (an older format, no options) is redone
       have = core.load_npz(path)
       meta = json.loads(have["metadata"])
-      if meta["source"]["sha256"] != sha or meta["segmentation"] != seg:
+      opts = meta.get("options")
+      if (meta.get("source", {}).get("sha256") != sha or meta.get("segmentation") != seg
+          or not isinstance(opts, dict) or not isinstance(opts.get("weights"), dict)
+          or not isinstance(meta.get("weights"), dict) or not isinstance(meta.get("dims"), dict)):
         have = {}
-    except (ValueError, KeyError):
-      have = {}  # a damaged cache entry is redone
-  if have:
-    meta = json.loads(have["metadata"])
-    usable = [f for f in ALL if f in have and meta["options"]["weights"].get(f) == weights[f]]
-  else:
-    usable = []
+      else:
+        usable = [f for f in ALL if f in have and opts["weights"].get(f) == weights[f]
+                  and f in meta["weights"] and f in meta["dims"]
+                  and f not in meta.get("nan_features", [])]
+    except ValueError:
+      have = {}
   missing = [f for f in need if f not in usable]
   if not missing:
     return have, False
@@ -191,10 +197,15 @@ def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, d
     data = core.load_npz(inp)
     meta = json.loads(data["metadata"])
     sha = meta.get("source", {}).get("sha256", "")
+    have_seg = featfile.segmentation_of(data)
     for seg, need in needs.items():
-      if meta.get("segmentation") != seg:
-        raise ValueError(f"{inp}: extracted with segmentation {meta.get('segmentation')!r} but "
-                         f"the models need {seg!r}; extract again with --segmentation {seg}")
+      if have_seg is None:
+        raise ValueError(f"{inp}: its segments are not of one length at a regular hop and its "
+                         f"metadata declares no 'segmentation'; the models need {seg!r}")
+      if have_seg != seg:
+        how = "extracted with" if meta.get("segmentation") else "its segments follow"
+        raise ValueError(f"{inp}: {how} segmentation {have_seg!r} but the models need "
+                         f"{seg!r}; extract again with --segmentation {seg}")
       absent = [f for f in need if f not in data]
       if absent:
         raise ValueError(f"{inp}: lacks {', '.join(absent)}, which the models need")
@@ -214,6 +225,13 @@ def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, d
       bar.update(done - bar.n)
     try:
       data, did = cached_features(inp, sha, seg, need, weights, cache, device, progress)
+    except Exception as e:  # pylint: disable=broad-except
+      if "has no audio stream" in str(e):  # the extractor's advice names its own option
+        raise ValueError(str(e).split(" (use --missing-audio")[0] + " (use video-only models, "
+                         "e.g. released-video:DIR, or give a feature file made with `python -m "
+                         "extract --missing-audio nan`: its audio gaps show in the report)"
+                         ) from None
+      raise
     finally:
       bar.close()
     decoded |= did
@@ -222,18 +240,43 @@ def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, d
   return feats_by_seg, metas, sha, inp, decoded
 
 
+def _declared_missing(metas: list, feats_by_seg: dict) -> dict[str, set]:
+  """Segmentation -> the features the input declares missing (`nan_features`)."""
+  if len(metas) == 1:  # an .npz: one metadata for every segmentation
+    return {seg: set(metas[0].get("nan_features", [])) for seg in feats_by_seg}
+  return {seg: set(m.get("nan_features", [])) for seg, m in zip(feats_by_seg, metas)}
+
+
 def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLike, *,
                  weights: dict, cache: pathlib.Path, device: str | None, bar_factory: Callable,
-                 faces_dir: str | None = None, link_video: bool = True) -> dict:
-  """Features -> curves -> the four outputs for one input; returns a summary (segments per
-  segmentation, whether anything was decoded, the random-weight features, the number of
-  events and face events, and the outputs' paths)."""
+                 faces_dir: str | None = None, link_video: bool = True,
+                 overwrite: bool = False) -> dict:
+  """Features -> curves -> the four outputs for one input, written as a set (all four or
+  none); returns a summary (segments per segmentation, whether anything was decoded, the
+  random-weight features, the number of events and face events, and the outputs' paths).
+
+  A report in out_dir made from a different input is not replaced unless `overwrite`.
+  """
+  from extract import core  # pylint: disable=g-import-not-at-top
   stem = pathlib.Path(inp).stem
   if not os.path.isfile(inp):
-    raise ValueError(f"{inp}: no such file")
+    raise ValueError(f"{inp}: no such file" if not os.path.exists(inp) else
+                     f"{inp}: is not a regular file (a video or a feature .npz)")
+  input_sha = core.file_sha256(inp)
+  may_replace = lambda: None if overwrite else report_set.existing(out_dir, stem, input_sha)
+  why = may_replace()
+  if why:
+    raise ValueError(f"{inp}: {why}; not replaced (use --overwrite to replace it, or another "
+                     "--out)")
   feats_by_seg, metas, sha, video, decoded = _input_features(inp, needs, weights, cache, device,
                                                              bar_factory)
+  empty = [seg for seg, d in feats_by_seg.items() if len(d["start_s"]) == 0]
+  if empty:
+    raise ValueError(f"{inp}: has 0 segments ({empty[0]}): nothing to predict (the film is "
+                     "shorter than one segment?)")
   curves = predict.predict_curves(feats_by_seg, sources)
+  report_set.check_finite(curves, sources, feats_by_seg,
+                          _declared_missing(metas, feats_by_seg))
   used = {f for need in needs.values() for f in need}
   random = random_features(metas, used)
   events = predict.events(curves)
@@ -243,29 +286,32 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
   meta0 = metas[0]
   metadata = {
       "input": os.path.basename(inp),
+      "input_sha256": input_sha,
       "source_sha256": sha,
       "media": meta0.get("media"),
       "sources": [s.describe() for s in sources],
       "segmentation": {seg: f for seg, f in needs.items()},
       "features": sorted(used, key=ALL.index),
-      "weights": {f: m["weights"][f] for m in metas for f in m.get("weights", {}) if f in used},
+      "weights": {f: m["weights"][f] for m in metas
+                  for f in (m.get("weights") or {}) if f in used},
       "random_weights": random,
       "face_events_file": os.path.basename(faces_path) if faces_path else None,
-      "versions": {**meta0.get("versions", {}), **package_versions()},
+      "versions": {**(meta0.get("versions") or {}), **package_versions()},
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   title = f"{stem}: " + ", ".join(s.name for s in sources)
-  paths = {ext: str(out / f"{stem}.{ext}") for ext in OUTPUTS}
-  film_report.write_file(paths["csv"], film_report.to_csv(curves, random))
-  film_report.write_file(paths["json"],
-                         film_report.to_json(curves, events, face_events, metadata))
-  film_report.to_png(curves, events, title, paths["png"], random)
   video_src = None
   if video and link_video:
     video_src = pathlib.Path(os.path.relpath(os.path.abspath(video), os.path.abspath(out))
                              ).as_posix()
-  film_report.write_file(paths["html"], film_report.to_html(
-      curves, events, face_events, metadata, title, video_src))
+  paths = report_set.write_set(out, stem, {
+      "csv": lambda p: film_report.write_file(p, film_report.to_csv(curves, random)),
+      "json": lambda p: film_report.write_file(
+          p, film_report.to_json(curves, events, face_events, metadata)),
+      "png": lambda p: film_report.to_png(curves, events, title, p, random),
+      "html": lambda p: film_report.write_file(p, film_report.to_html(
+          curves, events, face_events, metadata, title, video_src)),
+  }, may_replace)
   return {"segments": {seg: int(len(d["start_s"])) for seg, d in feats_by_seg.items()},
           "decoded": decoded, "random": random, "events": len(events),
           "faces": len(face_events), "outputs": paths}
@@ -311,7 +357,8 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
                   out_dir: str | os.PathLike, *, cache: str | os.PathLike | None = None,
                   weights: str | Mapping[str, str] = "pretrained", device: str | None = None,
                   link_video: bool = True, faces_dir: str | None = None,
-                  progress: bool = True) -> PredictionRun:
+                  progress: bool = True, overwrite: bool = False,
+                  debug: bool = False) -> PredictionRun:
   """The four outputs for each input in `out_dir` (see the module docstring).
 
   model_sources: `predict.load_source` specs (released:DIR, a workdir, NAME=SOURCE, ...).
@@ -319,7 +366,10 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
   `--weights` takes them or a mapping. device: cuda or cpu (default: cuda when present).
   link_video: the HTML page links the video by a relative path. faces_dir: where
   <stem>.events.json face events are looked for after the input's folder (then the cache and
-  out_dir). Raises SetupError (no output written) when the settings cannot work.
+  out_dir). overwrite: replace reports made from other inputs. debug: an input's unexpected
+  failure raises (with its traceback) instead of being one FAILED line. Raises SetupError (no
+  output written) when the settings cannot work. Each input's outputs are written as a set:
+  a failure, or Ctrl-C (KeyboardInterrupt), leaves nothing of that input.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from extract import core, media  # pylint: disable=g-import-not-at-top
@@ -329,6 +379,15 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
     weights = core.parse_weights(weights, ALL)
   except ValueError as e:
     raise SetupError(str(e)) from e
+  cache = pathlib.Path(cache or os.path.join(out_dir, "features"))
+  try:  # before any model is loaded or anything decoded (as `python -m extract` does)
+    report_set.check_folder(out_dir, "--out")
+    report_set.check_folder(cache, "--cache")
+  except ValueError as e:
+    raise SetupError(str(e)) from None
+  if faces_dir is not None and not os.path.isdir(faces_dir):
+    raise SetupError(f"--faces {printable(faces_dir)}: not a folder (it holds "
+                     "<stem>.events.json files)")
   sources, needs = load_sources(inputs, model_sources, weights)
   videos = [i for i in inputs if not i.endswith(".npz")]
   if videos and device is None:
@@ -337,41 +396,56 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
   if videos and any("i3d" in n for n in needs.values()):
     from aan_jax.util import xla_cache  # pylint: disable=g-import-not-at-top
     xla_cache.enable("auto", "gpu" if str(device).startswith("cuda") else "cpu")
-  cache = pathlib.Path(cache or os.path.join(out_dir, "features"))
   quiet = not progress
   overall = tqdm(total=len(inputs), desc="files", unit="file", position=0, disable=quiet)
   print(f"predict: {len(inputs)} input(s); models: "
-        + "; ".join(f"{s.name} ({len(s.models)} models: {', '.join(s.targets)})" for s in sources)
+        + "; ".join(f"{printable(s.name)} ({len(s.models)} models: "
+                    f"{', '.join(printable(t) for t in s.targets)})" for s in sources)
         + "; features: " + ", ".join(f"{seg} -> {','.join(f)}" for seg, f in needs.items()),
         file=sys.stderr)
   result, stems = PredictionRun([]), {}
-  for inp in inputs:
-    stem = pathlib.Path(inp).stem
-    try:
-      if stem in stems:
-        raise ValueError(f"same stem as {stems[stem]}; both would write {stem}.* (rename one)")
-      stems[stem] = inp
-      s = predict_film(inp, sources, needs, out_dir, weights=weights, cache=cache, device=device,
-                       bar_factory=lambda d: tqdm(desc=d, unit="seg", position=1, leave=False,
-                                                  disable=quiet),
-                       faces_dir=faces_dir, link_video=link_video)
-      result.films.append(FilmResult(inp, summary=s))
-      overall.write(f"{inp}: {'; '.join(_notes(s))} -> {pathlib.Path(out_dir) / stem}"
-                    ".{csv,json,png,html}")
-    except (media.MediaError, WeightsNotFound, ValueError, OSError) as e:
-      msg = str(e)
-      if not msg.startswith(str(inp)):
-        msg = f"{inp}: {msg}"
-      result.films.append(FilmResult(inp, error=msg))
-      overall.write(f"predict: FAILED {msg}", file=sys.stderr)
-      if isinstance(e, WeightsNotFound):
-        overall.close()
-        result.stopped = True  # every later file would fail the same way
-    finally:
-      overall.update(1)
-    if result.stopped:
-      return result
-  overall.close()
+
+  def note_progress():
+    done = len(result.films) - len(result.failed)
+    util_cli.on_interrupt(
+        f"{done} of {len(inputs)} inputs done in {printable(out_dir)}/ (four outputs each); "
+        "the input being predicted left nothing; run the same command again (--overwrite is "
+        "not needed for reports of the same inputs)")
+  note_progress()
+  try:
+    for inp in inputs:
+      stem = pathlib.Path(inp).stem
+      try:
+        if stem in stems:
+          raise ValueError(f"same stem as {stems[stem]}; both would write {stem}.* (rename one)")
+        stems[stem] = inp
+        s = predict_film(inp, sources, needs, out_dir, weights=weights, cache=cache,
+                         device=device,
+                         bar_factory=lambda d: tqdm(desc=d, unit="seg", position=1, leave=False,
+                                                    disable=quiet),
+                         faces_dir=faces_dir, link_video=link_video, overwrite=overwrite)
+        result.films.append(FilmResult(inp, summary=s))
+        overall.write(f"{printable(inp)}: {'; '.join(_notes(s))} -> "
+                      f"{printable(pathlib.Path(out_dir) / stem)}.{{csv,json,png,html}}")
+      except Exception as e:  # pylint: disable=broad-except
+        expected = isinstance(e, (media.MediaError, WeightsNotFound, ValueError, OSError))
+        if debug and not expected:
+          raise
+        msg = str(e) if expected else f"{type(e).__name__}: {e}"
+        if not msg.startswith(str(inp)):
+          msg = f"{inp}: {msg}"
+        msg = printable(" ".join(msg.split()) or f"{inp}: {type(e).__name__}")
+        result.films.append(FilmResult(inp, error=msg))
+        overall.write(f"predict: FAILED {msg}", file=sys.stderr)
+        if isinstance(e, WeightsNotFound):
+          result.stopped = True  # every later file would fail the same way
+      finally:
+        overall.update(1)
+        note_progress()
+      if result.stopped:
+        return result
+  finally:
+    overall.close()
   if result.failed:
     print(f"predict: {len(result.failed)} of {len(inputs)} inputs failed", file=sys.stderr)
   return result

@@ -190,8 +190,11 @@ def released_models(directory: str | os.PathLike, variant: str = "auto",
     fold = _RELEASED.match(os.path.basename(path))["fold"]
     try:
       module, variables = convert.from_attendaffectnet(path)
-    except (ValueError, OSError) as e:  # CheckpointError and ConversionError are ValueErrors
-      raise SourceError(f"{path}: cannot be read as a released Feature AAN ({e})") from None
+    except Exception as e:  # pylint: disable=broad-except
+      # CheckpointError and ConversionError are ValueErrors; anything else is one line too.
+      why = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+      raise SourceError(f"{path}: cannot be read as a released Feature AAN "
+                        f"({' '.join(why.split())[:300]})") from None
     out.append(ReleasedModel(
         name=f"{fold}_{target}_{RELEASED_VARIANTS[variant]}", target=target, task="regression",
         fold=fold, modalities=tuple(module.modalities), segmentation=RELEASED_SEGMENTATION,
@@ -234,8 +237,13 @@ def load_source(spec: str, *, available: Sequence[str] | None = None) -> Source:
                       "workdir models cannot be read; update aan-jax") from None
   try:
     models = list(export.load_models(path))
-  except (ValueError, OSError, KeyError) as e:
-    raise SourceError(f"{path}: cannot load its exported models ({e})") from None
+  except (ValueError, OSError) as e:  # ExportError names the file and the field
+    raise SourceError(str(e) if str(e).startswith(path) or "/" in str(e).split(":")[0]
+                      else f"{path}: cannot load its exported models ({e})") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # Any other failure of an untrusted folder is still one line naming it.
+    raise SourceError(f"{path}: cannot load its exported models ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())[:300]})") from None
   if not models:
     raise SourceError(f"{path}: holds no exported model (train with a workdir first)")
   label = name or os.path.basename(os.path.normpath(path))
@@ -371,7 +379,8 @@ def curve_events(curve: Curve, *, max_peaks: int | None = None,
   """
   x, s, e = curve.mean, curve.start_s, curve.end_s
   n = len(x)
-  if n == 0:
+  ok = np.isfinite(x)  # a segment the input declared missing is a gap: no event there
+  if n == 0 or not ok.any():
     return []
   hop = float(np.median(np.diff(s))) if n > 1 else float(e[0] - s[0])
   hop = hop if hop > 0 else 1.0
@@ -380,7 +389,7 @@ def curve_events(curve: Curve, *, max_peaks: int | None = None,
   band = lambda i: ({"band": [round(float(curve.low[i]), 4), round(float(curve.high[i]), 4)]}
                     if curve.has_band else {})
   if curve.task == "binary":
-    above = x >= FEAR_THRESHOLD
+    above = np.where(ok, x, -np.inf) >= FEAR_THRESHOLD
     i = 0
     while i < n:
       if not above[i]:
@@ -396,12 +405,16 @@ def curve_events(curve: Curve, *, max_peaks: int | None = None,
           f"{e[j]:.0f} s", **band(p)))
       i = j + 1
     return events
-  mu, sd = float(x.mean()), float(x.std())
+  mu, sd = float(x[ok].mean()), float(x[ok].std())
   if curve.target == "valence":
     # A stretch is at most a third of the film, so that the two can differ.
     w = max(1, min(int(round(stretch_s / hop)), n // 3))
     moving = np.convolve(x, np.ones(w) / w, mode="valid")  # moving[i]: segments i..i+w-1
-    best, worst = int(np.argmax(moving)), int(np.argmin(moving))
+    full = np.isfinite(moving)  # a stretch over a gap does not count
+    if not full.any():
+      return events
+    best = int(np.argmax(np.where(full, moving, -np.inf)))
+    worst = int(np.argmin(np.where(full, moving, np.inf)))
     if best == worst:
       return events  # a flat curve (or one segment) has no most positive stretch
     for cls, i in (("most_positive", best), ("most_negative", worst)):
@@ -414,7 +427,9 @@ def curve_events(curve: Curve, *, max_peaks: int | None = None,
   # arousal, or any other regression target: the peaks.
   k = max_peaks or int(np.clip(round(duration_min / 2), 1, 10))
   gap = max(1, int(round(peak_gap_s / hop)))
-  for i in _peaks(x, gap, k):
+  for i in _peaks(np.where(ok, x, -np.inf), gap, k):
+    if not ok[i]:
+      continue
     z = (x[i] - mu) / sd if sd > 0 else 0.0
     if sd > 0 and z < 0.5:
       continue

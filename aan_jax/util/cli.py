@@ -18,6 +18,12 @@ from typing import Callable, Iterable, Iterator
 
 class UserError(Exception):
   """A message meant for the user: bad input or bad settings, said in one line."""
+  exit_status = 1
+
+
+class UsageError(UserError):
+  """Settings or a command line that cannot work (exit status 2, argparse's)."""
+  exit_status = 2
 
 
 _interrupt_note: str | None = None
@@ -51,7 +57,8 @@ def _one_line(text: str) -> str:
 
 
 def run(main: Callable[[], int | None], *, debug: bool | None = None) -> int:
-  """Calls main(); user errors print one line `error: ...` (exit 1), Ctrl-C exits 130."""
+  """Calls main(); user errors print one line `error: ...` (exit 1; a UsageError 2), Ctrl-C
+  prints one `interrupted: ...` line and exits 130."""
   debug = debug_requested(debug)
   on_interrupt(None)
   try:
@@ -69,7 +76,7 @@ def run(main: Callable[[], int | None], *, debug: bool | None = None) -> int:
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
       msg = f"{e.filename}: {e.strerror}"  # "[Errno 2] ..." says nothing a user needs
     print(f"error: {_one_line(msg)}", file=sys.stderr)
-    return 1
+    return int(getattr(e, "exit_status", 1))
 
 
 def under_tfds_build() -> bool:
