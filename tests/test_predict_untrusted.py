@@ -466,3 +466,34 @@ def test_video_link_is_url_encoded():
             np.zeros((1, 1)), ["A"])
   page = film_report.to_html([c], [], [], {}, "t", "../a#b%20c <x>.mp4")
   assert 'src="../a%23b%2520c%20%3Cx%3E.mp4"' in page
+
+
+@pytest.mark.parametrize("n_classes", [3, 10])
+def test_classifier_class_names_are_checked_against_its_head(n_classes, tmp_path):
+  """A classifier's model.json naming 3 or 10 classes over a 7-way head loaded, and its
+  predictions were mislabelled."""
+  import jax
+  import ml_collections
+  from aan_jax import engine
+  from aan_jax.export import core as export
+  build = {"model": "vtt", "vtt": {"widths": [4, 8], "stage_sizes": [1, 1]}}
+  spec = engine.get_model_spec("vtt")
+  module = spec.build(ml_collections.ConfigDict(build))
+  shape = [4, 16, 16, 3]
+  want = jax.eval_shape(lambda k: spec.init(module, k, {"faces": np.zeros([1, *shape], np.uint8)}),
+                        jax.random.key(0))  # shapes only: nothing compiled
+  flat = export._flatten(jax.tree.map(lambda s: np.zeros(s.shape, np.float32), want))
+
+  def folder(name, classes):
+    d = tmp_path / name
+    d.mkdir()
+    np.savez(d / "params.npz", **flat)
+    (d / "model.json").write_text(json.dumps({
+        "format": export.CLASSIFIER_FORMAT, "name": name, "task": "categorical",
+        "build": build, "classes": classes, "inputs": {"faces": shape}}))
+    return d
+  (ok,) = export.load_classifiers(folder("ok", [f"c{i}" for i in range(7)]))
+  assert len(ok.classes) == 7
+  with pytest.raises(export.ExportError, match=f"names {n_classes} classes but the model's "
+                                               "head has 7 outputs"):
+    export.load_classifiers(folder("bad", [f"c{i}" for i in range(n_classes)]))
