@@ -80,7 +80,7 @@ CLIP_DATASETS = ("videoemotion8", "ekman6")
 
 
 def load_clips(config):
-  """The categorical corpus (aan_jax.training.categorical.ClipCorpus) for `config.dataset`: the
+  """The categorical corpus (aan_jax.data.corpus.ClipCorpus) for `config.dataset`: the
   synthetic one, or a built videoemotion8 / ekman6 with every split it lists."""
   from aan_jax.data import synthetic as syn  # pylint: disable=g-import-not-at-top
   if config.dataset == "synthetic":

@@ -4,7 +4,7 @@
     corpus = face_corpora.raf_db(data_dir)   # the official train/test split, one split
     corpus = face_corpora.synthetic(size=32, per_class=60, seed=0)
 
-Each is an `aan_jax.training.categorical.ClipCorpus` with one input, "faces": (N, 4, H, W, 3) uint8
+Each is an `aan_jax.data.corpus.ClipCorpus` with one input, "faces": (N, 4, H, W, 3) uint8
 buffers for VTT's model. RAF-DB's stills become buffers of 4 copies of the image
 (`still_buffers`, a view: no memory is copied), as a face that does not move; the
 model's training augmentation then makes the copies differ (`vtt_task`). Classes are in the
@@ -44,7 +44,7 @@ def still_buffers(images, num_frames: int = BUFFER) -> np.ndarray:
 
 
 def _clip_corpus(**fields):
-  # Imported here: categorical imports the engine; the synthetic faces alone need numpy.
+  # (Once imported here because ClipCorpus lived above data; data.corpus is numpy only.)
   from aan_jax.data.corpus import ClipCorpus  # pylint: disable=g-import-not-at-top
   return ClipCorpus(**fields)
 

@@ -124,7 +124,7 @@ def make_excerpts(num_train: int = 400, num_test: int = 100, parts: int = 1,
 def make_clips(num_clips: int = 200, num_splits: int = 10, seed: int = 0, snippets: int = 4,
                positions: int = 4, backbone_dim: int = 64, audio_frames: int = 64,
                n_mfcc: int = 32, classes=None):
-  """A VideoEmotion-8-like categorical corpus (aan_jax.training.categorical.ClipCorpus).
+  """A VideoEmotion-8-like categorical corpus (aan_jax.data.corpus.ClipCorpus).
 
   Each clip's class shows in both modalities, each only in part: the visual maps carry a
   class direction at a few positions and snippets (with a per-clip strength, so that some

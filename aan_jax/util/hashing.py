@@ -1,7 +1,7 @@
-"""A file's SHA-256, read in blocks: the one file hasher of the extractors, the feature
-files' provenance and the exported models' file lists.
+"""A file's SHA-256, read in blocks: the one file hasher (the extractors' source videos and
+weight files, VAANet's feature provenance).
 
-(Fingerprints of in-memory arrays and stable ids hash their own bytes where they are made.)
+Fingerprints of in-memory arrays and stable ids hash their own bytes where they are made.
 """
 
 from __future__ import annotations

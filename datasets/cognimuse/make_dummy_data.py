@@ -29,8 +29,10 @@ def write_features(path, n_segments: int, seed: int = 0, seg_s: float = 5.0,
     arrays[name] = base * (1 + np.arange(n_segments, dtype=np.float32)[:, None]) / 8
   arrays["start_s"] = np.arange(n_segments, dtype=np.float32) * seg_s
   arrays["end_s"] = arrays["start_s"] + seg_s
+  # "weights" as the extractor writes it, {feature: ...} (a feature file's reader refuses any
+  # other form); "dummy": made by no extractor.
   meta = {"duration_s": duration_s or n_segments * seg_s, "segmentation": f"fixed:{seg_s:g}",
-          "weights": "dummy"}
+          "weights": {name: "dummy" for name in PAPER_FEATURE_DIMS if name != drop}}
   arrays["metadata"] = np.array(json.dumps(meta))
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
