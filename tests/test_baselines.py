@@ -174,7 +174,9 @@ def test_padding_mask_and_reset():
   np.testing.assert_allclose(carry["c"][:, 0], short["c"][:, 0], atol=1e-6, rtol=0)
   _, full = _jit(model)(variables, feats)
   assert not np.allclose(full["h"][:, 0], carry["h"][:, 0])
-  np.testing.assert_array_equal(carry["h"][:, 1], full["h"][:, 1])
+  # Row 1 is unmasked in both calls: equal up to float32 rounding (the mask changes how
+  # XLA:CPU fuses the batch: 4e-9 apart on jax 0.10.2).
+  np.testing.assert_allclose(carry["h"][:, 1], full["h"][:, 1], atol=1e-6, rtol=0)
   # A new film in row 1: its state starts from zeros again, row 0 goes on.
   reset = baselines.reset_carry(full, np.array([False, True]))
   np.testing.assert_array_equal(reset["h"][:, 1], 0.0)

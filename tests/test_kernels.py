@@ -116,7 +116,10 @@ def test_xla_encoder_a_samples_output_does_not_depend_on_the_batch_around_it():
   x = jax.random.normal(jax.random.key(3), (21, 5, 8))
   run = jax.jit(lambda x, rate: enc.clone(dropout=rate, attention_dropout=rate).apply(
       {"params": p}, x, False, rngs={"dropout": jax.random.key(4)}))
-  np.testing.assert_allclose(run(x, 0.3)[:10], run(x[:10], 0.3), atol=1e-6)
+  # Equal up to float32 rounding: XLA:CPU may vectorise a batch of 21 and one of 10
+  # differently (jax 0.10.2: 1.5e-6 apart); a dropout mask that changed with the batch
+  # around a sample would move its outputs by ~0.1.
+  np.testing.assert_allclose(run(x, 0.3)[:10], run(x[:10], 0.3), atol=2e-5, rtol=2e-5)
   # A traced rate of 0 is no dropout, as a concrete one.
   det = jax.jit(enc.apply, static_argnums=2)({"params": p}, x, True)
   assert not np.allclose(run(x, 0.3), det)
