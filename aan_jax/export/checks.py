@@ -56,12 +56,17 @@ def _name(v):
 
 
 def _output_range(v):
+  """The engine's "lo,hi" string ("" = (-1, 1)), as aan_jax.engine.zoo.output_range reads it."""
   if v in ("", None):
     return None
-  ok = (isinstance(v, (list, tuple)) and len(v) == 2
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                for x in v) and v[0] < v[1])
-  return None if ok else f"\"\" or [low, high] with low < high, got {str(v)[:40]}"
+  bad = f"\"\" or \"low,high\" with finite low < high, got {str(v)[:40]!r}"
+  if not isinstance(v, str):
+    return bad
+  try:
+    lo, hi = (float(x) for x in v.split(","))
+  except ValueError:
+    return bad
+  return None if math.isfinite(lo) and math.isfinite(hi) and lo < hi else bad
 
 
 def _modalities(v):

@@ -431,10 +431,12 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
         expected = isinstance(e, (media.MediaError, WeightsNotFound, ValueError, OSError))
         if debug and not expected:
           raise
-        msg = str(e) if expected else f"{type(e).__name__}: {e}"
-        if not msg.startswith(str(inp)):
-          msg = f"{inp}: {msg}"
-        msg = printable(" ".join(msg.split()) or f"{inp}: {type(e).__name__}")
+        why = str(e) if expected else f"{type(e).__name__}: {e}"
+        if why.startswith(inp):
+          why = why[len(inp):].lstrip(": ")
+        # One line: the input's name escaped (a newline in it too), the reason's whitespace
+        # collapsed.
+        msg = f"{printable(inp)}: {printable(' '.join(why.split()) or type(e).__name__)}"
         result.films.append(FilmResult(inp, error=msg))
         overall.write(f"predict: FAILED {msg}", file=sys.stderr)
         if isinstance(e, WeightsNotFound):
