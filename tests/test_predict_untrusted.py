@@ -497,3 +497,16 @@ def test_classifier_class_names_are_checked_against_its_head(n_classes, tmp_path
   with pytest.raises(export.ExportError, match=f"names {n_classes} classes but the model's "
                                                "head has 7 outputs"):
     export.load_classifiers(folder("bad", [f"c{i}" for i in range(n_classes)]))
+
+
+# ---- (7) the partials ---------------------------------------------------------------------------
+
+def test_no_audio_message_names_what_predict_can_do(wd, tmp_path, capsys):
+  """Before: the extractor's advice, `--missing-audio nan`, an option predict does not have."""
+  from test_predict import _write_video
+  video = _write_video(tmp_path / "silent.mp4", seconds=1.0, audio=False)
+  rc, _, err = _run(capsys, video, "--models", wd, "--out", tmp_path / "o", "--weights", "random")
+  assert rc == 1 and "has no audio stream" in err and "Traceback" not in err
+  line = next(l for l in err.splitlines() if "FAILED" in l)
+  assert "--missing-audio nan" not in line.replace("python -m extract --missing-audio nan", "")
+  assert "released-video:DIR" in line
