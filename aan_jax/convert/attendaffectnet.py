@@ -101,6 +101,22 @@ def from_state_dict(sd: Mapping[str, np.ndarray], *, num_heads: int = 2,
     raise ConversionError(f"{source}: projection {proj[modalities[0]]} has shape "
                           f"{first.shape}; expected (d_model, feature width)")
   d_model = first.shape[0]
+  # Every projection's shape before anything is derived from d_model: a reshaped tensor is
+  # named, rather than blamed on the heads it would not divide.
+  for m in modalities:
+    w = sd[proj[m] + ".weight"]
+    if w.shape != (d_model, FEATURE_DIMS[m]):
+      raise ConversionError(f"{source}: {proj[m]}.weight has shape {tuple(w.shape)}; expected "
+                            f"(d_model, {FEATURE_DIMS[m]}) for {m}, with d_model "
+                            f"{d_model} as in {proj[modalities[0]]}.weight")
+  q = sd.get("encoder.layers.0.self_attn.linears.0.weight")
+  if q is not None and tuple(q.shape) != (d_model, d_model):
+    raise ConversionError(f"{source}: encoder.layers.0.self_attn.linears.0.weight has shape "
+                          f"{tuple(q.shape)}; expected ({d_model}, {d_model}) (d_model from "
+                          f"{proj[modalities[0]]}.weight)")
+  for k, v in sd.items():
+    if v.dtype.kind in "fc" and not np.isfinite(v).all():
+      raise ConversionError(f"{source}: tensor {k} holds NaN or infinite values")
   layer_ids = sorted({int(m.group(1)) for k in sd if (m := _LAYER.match(k))})
   num_layers = len(layer_ids)
   if layer_ids != list(range(num_layers)) or num_layers == 0:
@@ -179,8 +195,13 @@ def from_attendaffectnet(path: str | os.PathLike, *, num_heads: int | None = Non
   state dict (which does not record it) the released value 2 is assumed unless given.
   """
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise ConversionError(f"{path}: is a directory; give the .pth file")
   obj = torch_pickle.load(path)
-  sd = torch_pickle.state_dict(obj)
+  try:
+    sd = torch_pickle.state_dict(obj)
+  except ValueError as e:  # CheckpointError: a bare tensor, a list, ...
+    raise ConversionError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
   ffn, output_tanh = _infer_ffn(obj, sd)
   proj = [k for k in sd if _PROJ.match(k)]
   d_model = sd[proj[0]].shape[0] if proj and sd[proj[0]].ndim else 8

@@ -189,7 +189,13 @@ def check_variables(model: VAANet, variables: dict, source: str) -> None:
 def from_vaanet(path: str | os.PathLike, **kwargs) -> tuple[VAANet, dict]:
   """Reads a .pth holding the authors' VAANet state dict as (model, variables)."""
   path = os.fspath(path)
-  sd = torch_pickle.state_dict(torch_pickle.load(path))
+  if os.path.isdir(path):
+    raise VAANetConversionError(f"{path}: is a directory; give the .pth file")
+  try:
+    sd = torch_pickle.state_dict(torch_pickle.load(path))
+  except ValueError as e:  # CheckpointError: a bare tensor, a list, ...
+    raise VAANetConversionError(f"{path}: {e}" if not str(e).startswith(path) else str(e)
+                                ) from None
   return from_state_dict(sd, source=path, **kwargs)
 
 

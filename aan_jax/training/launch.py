@@ -45,13 +45,74 @@ def jaxlib_version() -> tuple[int, ...]:
     return (0, 0)
 
 
+def unknown_config_keys(config, argv) -> list[str]:
+  """`error: --config.KEY: ...` lines for every --config.KEY in argv that `config` lacks (absl
+  would show ml_collections' AttributeError traceback)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  out = []
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config."):].split("=", 1)[0]
+    node, path = config, []
+    for part in key.split("."):
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in keys:
+        near = difflib.get_close_matches(part, keys, n=1)
+        hint = f" (did you mean --config.{'.'.join(path + near)}?)" if near else ""
+        out.append(f"error: --config.{key}: no such setting{hint}")
+        break
+      node, path = node[part], path + [part]
+  return out
+
+
+def explain(e: BaseException, config, workdir: str) -> list[str]:
+  """The one line (then any hint) a run's failure prints."""
+  from aan_jax.util.config import ConfigError  # pylint: disable=g-import-not-at-top
+  lines = str(e).strip().splitlines() or [type(e).__name__]
+  if isinstance(e, ConfigError):  # one line per bad setting
+    return [f"error: {line}" for line in lines]
+  if "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):
+    bs = config.get("batch_size") if hasattr(config, "get") else None
+    return [f"error: out of device memory ({' '.join(lines[0].split())[:160]}); lower "
+            f"--config.batch_size (now {bs}) or the model's size"]
+  if _from_orbax(e):  # its message is orbax's tree diff, dozens of lines
+    head = (lines[0].split("): ")[0] + ")" if "): " in lines[0]
+            else f"the checkpoint in {workdir}/checkpoints")
+    return [f"error: {head}: it was written with other settings (modalities, targets, model or "
+            "sweep) or is damaged; resume with the same settings, or delete that folder or "
+            "choose another --workdir to start afresh"]
+  if isinstance(e, OSError) and e.filename is not None and e.strerror:
+    return [f"error: {e.filename}: {e.strerror}"]
+  return [f"error: {lines[0]}", *lines[1:]]
+
+
+def _from_orbax(e: BaseException | None) -> bool:
+  """Whether `e`, or an exception it was raised from, was raised inside orbax."""
+  for _ in range(8):
+    if e is None:
+      return False
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+      tb = tb.tb_next
+    if tb is not None and "/orbax/" in tb.tb_frame.f_code.co_filename.replace(os.sep, "/"):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
 def main(get_config, run, workdir_help: str = "Where results, models, plots and checkpoints go."):
   """Parses --config.* and --workdir, then `run(config, workdir)`; user errors print one line
-  (AAN_DEBUG=1 or --debug shows the traceback)."""
+  (AAN_DEBUG=1 or --debug shows the traceback): exit 1 for a failed run, 2 for a bad command
+  line, 130 on Ctrl-C."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   from aan_jax.util import cli  # pylint: disable=g-import-not-at-top
   debug = cli.debug_requested(None)  # --debug (removed from argv) or AAN_DEBUG=1
+  unknown = unknown_config_keys(get_config(), sys.argv[1:])
+  if unknown and not debug:
+    print("\n".join(unknown), file=sys.stderr)
+    sys.exit(2)
   config_flags.DEFINE_config_dict("config", get_config(), lock_config=True)
   flags.DEFINE_string("workdir", None, workdir_help)
 
@@ -61,6 +122,9 @@ def main(get_config, run, workdir_help: str = "Where results, models, plots and 
     if not flags.FLAGS.workdir:
       raise app.UsageError("--workdir is required (results, models, plots and checkpoints go there)")
     workdir = flags.FLAGS.workdir
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      print(f"error: --workdir {workdir}: exists and is not a directory", file=sys.stderr)
+      sys.exit(2)
     config = flags.FLAGS.config
     if "explicit" in config:  # a config that asks for the settings given on the command line
       with config.unlocked():
@@ -73,18 +137,10 @@ def main(get_config, run, workdir_help: str = "Where results, models, plots and 
       print(f"interrupted: the last checkpoint in {workdir}/checkpoints is kept; run the "
             "same command again to resume from it", file=sys.stderr)
       sys.exit(130)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
       if debug:
         raise
-      from aan_jax.util.config import ConfigError  # pylint: disable=g-import-not-at-top
-      lines = str(e).strip().splitlines() or [type(e).__name__]
-      if isinstance(e, ConfigError):  # one line per bad setting
-        for line in lines:
-          print(f"error: {line}", file=sys.stderr)
-      else:  # one line, then any hint the message carries
-        print(f"error: {lines[0]}", file=sys.stderr)
-        if len(lines) > 1:
-          print("\n".join(lines[1:]), file=sys.stderr)
+      print("\n".join(explain(e, config, workdir)), file=sys.stderr)
       sys.exit(1)
 
   app.run(_main)
