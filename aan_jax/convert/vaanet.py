@@ -191,8 +191,9 @@ def from_vaanet(path: str | os.PathLike, **kwargs) -> tuple[VAANet, dict]:
   path = os.fspath(path)
   if os.path.isdir(path):
     raise VAANetConversionError(f"{path}: is a directory; give the .pth file")
+  obj = torch_pickle.load(path)  # its own errors (UnsafeCheckpointError, ...) name the file
   try:
-    sd = torch_pickle.state_dict(torch_pickle.load(path))
+    sd = torch_pickle.state_dict(obj)
   except ValueError as e:  # CheckpointError: a bare tensor, a list, ...
     raise VAANetConversionError(f"{path}: {e}" if not str(e).startswith(path) else str(e)
                                 ) from None
