@@ -69,3 +69,39 @@ def test_resume_with_other_modalities_is_one_line(tmp_path, run_launcher):
             and "epoch" not in l and l.strip()]
   assert errors == [l for l in errors if l.startswith("error: cannot restore the checkpoint")]
   assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+
+
+def test_ctrl_c_during_training_is_one_line(tmp_path):
+  """Before: orbax's checkpoint wait logged the KeyboardInterrupt's traceback before
+  `interrupted:` (checkpoints every epoch, so Ctrl-C lands there)."""
+  import os
+  import pathlib
+  import signal
+  import subprocess
+  import sys
+  import time
+  root = str(pathlib.Path(__file__).resolve().parents[1])
+  w = tmp_path / "w"
+  args = [sys.executable, "-m", "experiments.cognimuse_loo", f"--workdir={w}",
+          "--config.dataset=synthetic", "--config.num_epochs=3000", "--config.patience=0",
+          "--config.plots=False", "--config.bootstrap=1", "--config.num_layers=1",
+          "--config.modalities=audio", "--config.batch_size=6", "--config.checkpoint_every=1",
+          "--config.synthetic.segments_per_movie=40", "--config.synthetic.num_movies=4"]
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  p = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((w / "checkpoints").glob("[0-9]*"))) < 2:
+      assert p.poll() is None, p.communicate()[1][-2000:]
+      time.sleep(0.5)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+  finally:
+    if p.poll() is None:
+      p.kill()
+  assert p.returncode == 130, err[-2000:]
+  assert "Traceback" not in err, err[-3000:]
+  lines = [l for l in err.replace("\r", "\n").splitlines() if l.strip() and "epoch" not in l]
+  assert lines[-1].startswith("interrupted: the last checkpoint in ")

@@ -87,6 +87,14 @@ def explain(e: BaseException, config, workdir: str) -> list[str]:
   return [f"error: {lines[0]}", *lines[1:]]
 
 
+class _NoInterruptTracebacks:
+  """A logging filter: drops records that carry a KeyboardInterrupt's traceback."""
+
+  def filter(self, record) -> bool:
+    exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+    return not isinstance(exc, KeyboardInterrupt)
+
+
 def _from_orbax(e: BaseException | None) -> bool:
   """Whether `e`, or an exception it was raised from, was raised inside orbax."""
   for _ in range(8):
@@ -113,6 +121,9 @@ def main(get_config, run, workdir_help: str = "Where results, models, plots and 
   if unknown and not debug:
     print("\n".join(unknown), file=sys.stderr)
     sys.exit(2)
+  if not debug:  # orbax logs Ctrl-C in its checkpoint wait as a traceback: the one line is ours
+    import logging  # pylint: disable=g-import-not-at-top
+    logging.getLogger("absl").addFilter(_NoInterruptTracebacks())
   config_flags.DEFINE_config_dict("config", get_config(), lock_config=True)
   flags.DEFINE_string("workdir", None, workdir_help)
 
