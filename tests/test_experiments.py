@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -56,6 +57,32 @@ def test_cognimuse_loo_synthetic_writes_the_contract(tmp_path, capsys, fresh_com
     assert os.path.getsize(tmp_path / "plots" / f"{mv}.png") > 1000
   table = capsys.readouterr().out
   assert "Feature AAN (audio)" in table and "Arousal MSE" in table and "95% interval" in table
+
+
+
+
+def test_results_json_says_where_the_time_went(tmp_path):
+  """The whole command, timed from outside: its phases add up to its wall time."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  t0 = time.time()
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.cognimuse_loo", "--config.dataset=synthetic",
+       "--config.synthetic.segments_per_movie=12", "--config.synthetic.num_movies=4",
+       "--config.num_epochs=2", "--config.patience=1", "--config.num_layers=1",
+       "--config.modalities=audio", "--config.bootstrap=20", "--config.plots=False",
+       f"--workdir={tmp_path}"], cwd=root, capture_output=True, text=True, timeout=600)
+  wall = time.time() - t0
+  assert r.returncode == 0, r.stderr[-2000:]
+  with open(tmp_path / "results.json") as f:
+    timings = json.load(f)["timings"]
+  assert list(timings) == ["start-up", "data", "compile", "training", "evaluation", "writing",
+                           "total"]
+  assert all(v >= 0 for v in timings.values())
+  assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(
+      timings["total"], abs=0.01)
+  # From the process's start (to the clock tick) to results.json; then the table and exit.
+  assert -0.05 < wall - timings["total"] < 1.0, (wall, timings)
+  assert "time: start-up " in r.stderr and "s from the process's start" in r.stderr
 
 
 @pytest.mark.parametrize("model", ["feature_aan", "temporal_aan"])

@@ -304,17 +304,19 @@ def run(config, workdir: str, load: Callable, meta: Callable[[ClipCorpus], dict]
   return common.run_experiment(
       config, workdir, load=load, describe=describe,
       train=lambda corpus, c, w, progress: train(corpus, c, workdir=w, progress=progress),
-      write=lambda result, corpus, c, w, t0: _write(result, corpus, c, w, t0, meta(corpus)),
+      write=lambda result, corpus, c, w, t0, phases: _write(result, corpus, c, w, t0, phases,
+                                                            meta(corpus)),
       format_table=report.format_categorical)
 
 
-def _write(result: Result, corpus: ClipCorpus, config, workdir: str, t0: float,
+def _write(result: Result, corpus: ClipCorpus, config, workdir: str, t0: float, phases,
            meta: dict) -> dict:
   """Evaluates and writes the output contract; returns results.json's content."""
   from aan_jax.export import core as export  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import plots, tensorboard  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import results as report  # pylint: disable=g-import-not-at-top
   summary, table = evaluate(result)
+  phases.mark("evaluation")
   write_predictions(os.path.join(workdir, "predictions.csv"), table, corpus.classes)
   if config.export:
     export.export_classifiers(result, os.path.join(workdir, "models"))
@@ -326,6 +328,7 @@ def _write(result: Result, corpus: ClipCorpus, config, workdir: str, t0: float,
                          os.path.join(workdir, "plots", "confusion.png"),
                          f"{corpus.name}: {len(summary['per_split'])} split(s) summed, "
                          f"accuracy {100 * summary['accuracy']:.1f}%")
+  phases.mark("writing")
   return report.write_results(os.path.join(workdir, "results.json"), summary, {
       "task": "categorical", "model": config.model,
       "label": eng.get_model_spec(config.model).label, "dataset": corpus.name,
@@ -335,7 +338,8 @@ def _write(result: Result, corpus: ClipCorpus, config, workdir: str, t0: float,
                       for k, (tr, te) in enumerate(corpus.splits)},
       "num_classes": len(corpus.classes),
       "seconds": time.time() - t0, "train_seconds": result.seconds,
-      "compile_seconds": result.compile_seconds, "devices": result.num_devices,
+      "compile_seconds": result.compile_seconds, "timings": phases.summary(),
+      "devices": result.num_devices,
       "config": result.config, "synthetic": bool(corpus.info.get("synthetic", False)),
       **meta,
   })

@@ -12,20 +12,31 @@ from typing import Callable
 import jax
 
 
+_STARTED: list[float] = []
+
+
 def run_experiment(config, workdir: str, *, load: Callable, describe: Callable,
                    train: Callable, write: Callable, format_table: Callable) -> dict:
   """`config` resolved and validated by the caller. load(config) -> corpus;
   describe(corpus, config) -> the banner's text; train(corpus, config, workdir, progress)
-  -> result; write(result, corpus, config, workdir, t0) -> results.json's dict (it
-  evaluates and writes every output); format_table(out) -> the printed table."""
+  -> result (with its compile_seconds); write(result, corpus, config, workdir, t0, phases)
+  -> results.json's dict (it evaluates, marks the phase "evaluation", writes every output,
+  marks "writing" and puts phases.summary() under "timings"); format_table(out) -> the
+  printed table. The phases run from the process's start: their sum is its wall time."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import results  # pylint: disable=g-import-not-at-top
-  from aan_jax.util import xla_cache  # pylint: disable=g-import-not-at-top
+  from aan_jax.util import timing, xla_cache  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   t0 = time.time()
+  # The first experiment of a process counts from the process's start (interpreter and
+  # imports); a later one (compare_models runs several) from its own call.
+  phases = timing.Phases(None if not _STARTED else t0)
+  _STARTED.append(t0)
+  phases.mark("start-up")
   xla_cache.enable(config.compilation_cache)  # "" leaves it off
   corpus = load(config)
   os.makedirs(workdir, exist_ok=True)
+  phases.mark("data")
   print(f"{describe(corpus, config)}, on {len(jax.local_devices())} "
         f"{jax.default_backend()} device(s)", file=sys.stderr, flush=True)
   progress = results.Progress(config.num_epochs)
@@ -33,8 +44,11 @@ def run_experiment(config, workdir: str, *, load: Callable, describe: Callable,
     result = train(corpus, config, workdir, progress)
   finally:
     progress.close()
-  out = write(result, corpus, config, workdir, t0)
+  phases.mark("training")
+  phases.split("training", "compile", getattr(result, "compile_seconds", 0.0))
+  out = write(result, corpus, config, workdir, t0, phases)
   print(format_table(out))
+  print(phases.line(), file=sys.stderr)
   print(f"\nwrote {os.path.join(workdir, 'results.json')}, predictions.csv, models/, "
         f"tensorboard/, plots/ ({out['seconds']:.1f} s in all)", file=sys.stderr)
   return out

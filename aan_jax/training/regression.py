@@ -296,6 +296,7 @@ class Result:
   batch_sizes: dict
   config: dict
   encoder_impl: str = "xla"     # the encoder the programs ran ("xla" or "cpu_kernel")
+  compile_seconds: float = 0.0  # compiling the programs (inside `seconds`)
 
 
 def train(corpus: Corpus, config, workdir: str | None = None,
@@ -331,7 +332,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
   history = {k: np.full((r_total, e), np.nan, np.float32) for k in ("train_loss", "val_loss")}
   norm = {"mean": {}, "std": {}}
   pos_weight = np.ones(r_total, np.float32)
-  params_parts, devices, impl = [], 1, "xla"
+  params_parts, devices, impl, compile_s = [], 1, "xla", 0.0
   for (size, task), rows in sorted(by_size.items()):
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
@@ -343,6 +344,7 @@ def train(corpus: Corpus, config, workdir: str | None = None,
         "checkpoints", f"batch{size}" + (f"_{task}" if task else ""))
     state = eng.train(engine, os.path.join(workdir, sub) if workdir else None, progress,
                       group=f"batch {size} {task}".strip())
+    compile_s += engine.compile_seconds
     best = engine.best(state)
     test = engine.predict(best, "test")
     val = engine.predict(best, "val")
@@ -376,7 +378,8 @@ def train(corpus: Corpus, config, workdir: str | None = None,
       norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
       train_loss=history["train_loss"], val_loss=history["val_loss"], early_stopping=mode,
       seconds=time.time() - t0, num_devices=devices,
-      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl)
+      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl,
+      compile_seconds=compile_s)
 
 
 def _set_rows(full, rows, part):
@@ -398,12 +401,13 @@ def protocol_info(result: Result) -> dict:
                     for f in result.folds]}
 
 
-def _write(result: Result, corpus: Corpus, config, workdir: str, t0: float) -> dict:
+def _write(result: Result, corpus: Corpus, config, workdir: str, t0: float, phases) -> dict:
   """Evaluates and writes the output contract; returns results.json's content."""
   from aan_jax.export import core as export  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import plots  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import results as report  # pylint: disable=g-import-not-at-top
   summary, table = evaluate(result, config.bootstrap)
+  phases.mark("evaluation")
   ev.write_predictions(os.path.join(workdir, "predictions.csv"), table)
   if config.export:
     export.export_result(result, summary, os.path.join(workdir, "models"))
@@ -411,12 +415,14 @@ def _write(result: Result, corpus: Corpus, config, workdir: str, t0: float) -> d
                     {"loss/train": result.train_loss, "loss/validation": result.val_loss})
   if config.plots:
     plots.plot_result(result, summary, os.path.join(workdir, "plots"))
+  phases.mark("writing")
   return report.write_results(os.path.join(workdir, "results.json"), summary, {
       "model": config.model, "dataset": corpus.name, "tfds_config": corpus.info.get("config"),
       "modalities": report.modality_label(config.modalities),
       "protocol": protocol_info(result), "targets": list(result.targets),
       "batch_sizes": result.batch_sizes,
       "seconds": time.time() - t0, "train_seconds": result.seconds,
+      "compile_seconds": result.compile_seconds, "timings": phases.summary(),
       "devices": result.num_devices, "config": config.to_dict(),
       "synthetic": bool(corpus.info.get("synthetic", False)),
   })
