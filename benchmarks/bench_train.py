@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --epochs 5 --torch_folds 2   # quicker, extrapolated
     python benchmarks/bench_train.py --model temporal_aan --epochs 5   # steps/s only
     python benchmarks/bench_train.py --sweep --skip_torch   # 3 x 2 grid: one program vs six
+    python benchmarks/bench_train.py --cli --torch_folds 2  # whole commands vs the PyTorch loop
 
 Both train the Feature AAN (audio+video) on arousal of the synthetic corpus, leave one
 movie out over 12 movies, early stopping off, batch 30, Adam. Times are end to end:
@@ -47,6 +48,9 @@ def main():
                  help="the engine's encoder on a CPU (train.get_config's encoder_impl)")
   p.add_argument("--model", default="feature_aan",
                  choices=("feature_aan", "temporal_aan", "feature_temporal_aan"))
+  p.add_argument("--cli", action="store_true",
+                 help="also time whole launcher commands (process start to exit, warm): the "
+                      "README demo, and leave-one-out with 24 runs against the PyTorch loop")
   p.add_argument("--sweep", action="store_true",
                  help="also time a 3x2 grid (24 runs each) in one program vs six programs")
   args = p.parse_args()
@@ -99,12 +103,13 @@ from aan_jax.engine import core as engine_core
         f"({engine_steps * args.epochs / warm:.1f} compiled steps/s)", flush=True)
   if args.sweep:
     sweep(corpus, cfg, train)
+  cli = cli_times(args) if args.cli else None
   if args.skip_torch or args.model != "feature_aan":
     return
   # The PyTorch loop runs in a fresh process, so that XLA's threads cannot slow it.
   import subprocess
   code = ("import sys, json, torch; torch.set_num_threads(%d); "
-          "from aan_jax import synthetic; from benchmarks import torch_feature_aan as T; "
+          "from aan_jax.data import synthetic; from benchmarks import torch_feature_aan as T; "
           "s, n, m = T.train_folds(synthetic.make_corpus(%d), epochs=%d, folds=range(%d), "
           "device=%r); print(json.dumps([s, n, float(m.mean())]))"
           % (args.torch_threads, args.segments, args.epochs, args.torch_folds, args.torch_device))
@@ -120,6 +125,43 @@ from aan_jax.engine import core as engine_core
         f"{full:.1f} s for 12 folds{note}; {t_steps / t_s:.1f} steps/s; "
         f"mean held-out MSE {mse:.3f}")
   print(f"ratio (PyTorch / JAX, end to end): {full / jax_s:.1f}x")
+  if cli is not None:
+    # The command trains both targets: 24 runs, twice the loop's 12 folds of arousal.
+    print(f"ratio (PyTorch loop for 24 runs / the whole leave-one-out command, warm): "
+          f"{2 * full / cli:.1f}x")
+
+
+def _timed(argv, root) -> float:
+  """Seconds from starting the command to its exit; its own timings line is echoed."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  r = subprocess.run(argv, cwd=root, capture_output=True, text=True)
+  wall = time.time() - t0
+  if r.returncode != 0:
+    raise SystemExit(f"{' '.join(argv)} failed:\n{r.stderr[-2000:]}")
+  line = [x for x in r.stderr.splitlines() if x.startswith("time: ")]
+  print(f"  {wall:.1f} s wall; {line[-1] if line else ''}", flush=True)
+  return wall
+
+
+def cli_times(args) -> float:
+  """The README demo and the 24-run leave-one-out command (args.epochs epochs, early stopping
+  off), each run twice in fresh workdirs: the first fills the compilation cache, the second
+  is the warm figure. Returns the warm leave-one-out seconds."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  base = [sys.executable, "-m", "experiments.cognimuse_loo", "--config.dataset=synthetic"]
+  loo = base + [f"--config.num_epochs={args.epochs}", "--config.patience=0",
+                f"--config.synthetic.segments_per_movie={args.segments}"]
+  out = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name, argv in (("README demo", base), ("leave-one-out, 24 runs", loo)):
+      print(f"{name}: {' '.join(argv[1:])}", flush=True)
+      _timed(argv + [f"--workdir={tmp}/{len(out)}a"], root)
+      out[name] = _timed(argv + [f"--workdir={tmp}/{len(out)}b"], root)
+  print(f"whole commands, warm: README demo {out['README demo']:.1f} s; leave-one-out "
+        f"(24 runs x {args.epochs} epochs) {out['leave-one-out, 24 runs']:.1f} s", flush=True)
+  return out["leave-one-out, 24 runs"]
 
 
 def sweep(corpus, cfg, train):
