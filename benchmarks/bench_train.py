@@ -57,7 +57,6 @@ def main():
 
   import jax
   from aan_jax import engine
-from aan_jax.engine import core as engine_core
   from aan_jax.models import kernels
   from aan_jax.data import protocols
   from aan_jax.data import synthetic
