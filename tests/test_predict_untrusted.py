@@ -510,3 +510,53 @@ def test_no_audio_message_names_what_predict_can_do(wd, tmp_path, capsys):
   line = next(l for l in err.splitlines() if "FAILED" in l)
   assert "--missing-audio nan" not in line.replace("python -m extract --missing-audio nan", "")
   assert "released-video:DIR" in line
+
+
+_NODE_DOM = r"""
+const fs = require("fs");
+const page = fs.readFileSync(process.argv[2], "utf8");
+const data = /<script id="data" type="application\/json">([\s\S]*?)<\/script>/.exec(page)[1];
+const scripts = [...page.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(m => m[1]);
+const made = [];
+function node(tag) { const n = {tag, attrs: {}, children: [], style: {}, dataset: {}, textContent: "",
+  setAttribute(k, v) { this.attrs[k] = v; }, appendChild(c) { this.children.push(c); return c; },
+  addEventListener() {}, getBoundingClientRect() { return {left: 0, width: 1000}; }};
+  made.push(n); return n; }
+const byId = {data: {textContent: data}};
+global.document = { documentElement: {dataset: {}}, body: {dataset: {}},
+  getElementById: id => byId[id] || (id === "video" ? null : (byId[id] = node(id))),
+  createElementNS: (ns, tag) => node(tag), createElement: tag => node(tag),
+  createTextNode: t => ({t}) };
+global.window = { addEventListener() {} };
+global.location = { hash: "" };
+global.requestAnimationFrame = () => {};
+eval(scripts[scripts.length - 1]);
+console.log(JSON.stringify({ready: document.body.dataset.ready,
+  curves: made.filter(n => n.tag === "polyline").map(l => [l.attrs["data-source"],
+                                                           l.attrs.points.split(" ").length]),
+  bands: made.filter(n => n.tag === "polygon").map(p => p.attrs.points.split(" ").length),
+  nan: made.some(n => JSON.stringify(n.attrs).includes("NaN"))}));
+"""
+
+
+def test_the_page_breaks_its_curves_at_a_gap(wd, tmp_path, capsys):
+  """The page's own script (run in node over a minimal DOM, where Debian's chromium is not
+  installed): a segment declared missing breaks each curve and its band, no NaN drawn."""
+  import shutil
+  import subprocess
+  node = shutil.which("node") or shutil.which("nodejs")
+  if not node:
+    pytest.skip("no node binary (apt-get install nodejs)")
+  f = _feats(12)
+  f["vggish"][3:6] = np.nan
+  t = _times(12)
+  npz = featfile.write(tmp_path / "gap.npz", f, t["start_s"], t["end_s"], nan_features=["vggish"])
+  assert _run(capsys, npz, "--models", wd, "--out", tmp_path / "o")[0] == 0
+  (tmp_path / "dom.js").write_text(_NODE_DOM)
+  p = subprocess.run([node, str(tmp_path / "dom.js"), str(tmp_path / "o" / "gap.html")],
+                     capture_output=True, text=True, timeout=60)
+  assert p.returncode == 0, p.stderr
+  got = json.loads(p.stdout)
+  assert got["ready"] == "1" and not got["nan"]
+  assert [n for _, n in got["curves"]] == [3, 6, 3, 6]  # arousal and valence: 0-2, 6-11
+  assert got["bands"] == [6, 12]  # arousal's two folds: a band per piece (2 x points)
