@@ -126,7 +126,7 @@ def _feature_file(rng, path: pathlib.Path) -> None:
       arrays["start_s"] = arrays["start_s"][::-1].copy()
     elif m == 12:
       arrays[str(rng.choice(["bogus", "faces", "i3d"]))] = np.zeros((n, 9), np.float32)
-    elif m == 13:
+    elif m == 13 and "start_s" in arrays:
       arrays["end_s"] = arrays["start_s"] + float(rng.choice([0.0, 7.0, -1.0]))
   extra = {} if meta is None else {"metadata": np.array(json.dumps(meta))}
   buf = io.BytesIO()
@@ -222,7 +222,9 @@ def _mutate_model(rng, root: pathlib.Path) -> None:
                 and isinstance(doc["models"][0], dict))
   except (ValueError, AttributeError):
     spec_ok = index_ok = False
-  if (m <= 3 or m == 8) and not spec_ok or m == 7 and not index_ok:
+  params_ok = zipfile.is_zipfile(params_path)  # not if an earlier edit truncated it
+  if ((m <= 3 or m == 8) and not spec_ok or m == 7 and not index_ok
+      or m in (4, 5, 6) and not params_ok):
     return
   if m <= 2:  # a model.json field, top level or in build, set to anything
     spec = json.loads(spec_path.read_text())
@@ -235,8 +237,16 @@ def _mutate_model(rng, root: pathlib.Path) -> None:
     spec.pop(str(rng.choice(list(spec))))
     spec_path.write_text(json.dumps(spec) if rng.integers(4) else json.dumps([spec]))
   elif m in (4, 5):  # one array dropped, reshaped, retyped, or non-finite
-    with np.load(params_path) as z:
-      flat = {k: z[k] for k in z.files}
+    try:
+      with zipfile.ZipFile(params_path) as zf:  # not past an earlier edit's huge header
+        if sum(i.file_size for i in zf.infolist()) > 64 << 20:
+          return
+      with np.load(params_path) as z:
+        flat = {k: z[k] for k in z.files}
+    except Exception:  # pylint: disable=broad-except
+      return  # an earlier edit left it unreadable: the loader's case, not this edit's
+    if not flat:
+      return
     k = str(rng.choice(sorted(flat)))
     e = rng.integers(5)
     if e == 0:

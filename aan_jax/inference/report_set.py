@@ -81,8 +81,10 @@ def existing(out_dir, stem: str, input_sha256: str) -> str | None:
   if made_from == input_sha256:
     return None
   name = meta.get("input") if isinstance(meta.get("input"), str) else "?"
+  if not isinstance(made_from, str):
+    return f"{j} does not say which input it was made from (an older report, or another tool's)"
   return (f"{j} was made from a different input ({printable(name)}, sha256 "
-          f"{str(made_from)[:12]}...)")
+          f"{printable(made_from[:12])}...)")
 
 
 @contextlib.contextmanager
