@@ -57,15 +57,21 @@ def _is_num(v) -> bool:
           and bool(np.isfinite(float(v))))
 
 
-def _feature_list(v) -> str | None:
-  if not isinstance(v, list) or not all(isinstance(f, str) for f in v):
-    return f"a list of feature names, got {_kind(v)}"
+def feature_names_problem(v, nonempty: bool = False) -> str | None:
+  """What is wrong with `v` as a list of distinct feature names (None: nothing); also what
+  an exported model's `modalities` must be (aan_jax.export.checks, nonempty)."""
+  what = "a non-empty list" if nonempty else "a list"
+  if not isinstance(v, list) or not all(isinstance(f, str) for f in v) or (nonempty and not v):
+    return f"{what} of feature names, got {_kind(v)}"
   unknown = [f for f in v if f not in FEATURE_DIMS]
   if unknown:
-    return f"a list of feature names (some of {list(FEATURE_DIMS)}), got {unknown[0]!r}"
+    return f"{what} of feature names (some of {list(FEATURE_DIMS)}), got {unknown[0][:40]!r}"
   if len(set(v)) != len(v):
-    return "a list of distinct feature names, got a repeated one"
+    return f"{what} of distinct feature names, got a repeated one"
   return None
+
+
+_feature_list = feature_names_problem
 
 
 def _source(v) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from aan_jax.data import featfile
 from aan_jax.data.featfile import SEGMENTATION_RE
 from aan_jax.data.features import FEATURE_DIMS
 
@@ -70,14 +71,7 @@ def _output_range(v):
 
 
 def _modalities(v):
-  if not isinstance(v, list) or not v or not all(isinstance(m, str) for m in v):
-    return f"a non-empty list of feature names, got {_kind(v)}"
-  bad = [m for m in v if m not in FEATURE_DIMS]
-  if bad:
-    return f"feature names (some of {list(FEATURE_DIMS)}), got {bad[0][:40]!r}"
-  if len(set(v)) != len(v):
-    return "distinct feature names"
-  return None
+  return featfile.feature_names_problem(v, nonempty=True)
 
 
 def _typed(types, what):
@@ -258,15 +252,20 @@ def check_norm(path: str, flat: Mapping, modalities, normalize: bool) -> None:
     raise ExportError(f"{path}: array {other[0][:80]} is not part of an exported model")
 
 
-def flat_shapes(tree, prefix: str = "") -> dict[str, tuple]:
+def flatten(tree, leaf=np.asarray, prefix: str = "") -> dict:
+  """{"a/b/c": leaf(value)} of a nested mapping (the keys of params.npz)."""
   out = {}
   for k, v in tree.items():
     key = f"{prefix}/{k}" if prefix else str(k)
     if isinstance(v, Mapping):
-      out.update(flat_shapes(v, key))
+      out.update(flatten(v, leaf, key))
     else:
-      out[key] = tuple(v.shape)
+      out[key] = leaf(v)
   return out
+
+
+def flat_shapes(tree) -> dict[str, tuple]:
+  return flatten(tree, lambda v: tuple(v.shape))
 
 
 def contained(root: str, rel: Any, index: str) -> str:

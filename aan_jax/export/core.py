@@ -35,15 +35,8 @@ _BUILD_KEYS = ("model", "modalities", "d_model", "num_heads", "num_layers", "ffn
                "lstm_layers", "output_range", "_task")
 
 
-def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
-  out = {}
-  for k, v in tree.items():
-    key = f"{prefix}/{k}" if prefix else str(k)
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, key))
-    else:
-      out[key] = np.asarray(v)
-  return out
+def _flatten(tree) -> dict[str, np.ndarray]:
+  return checks.flatten(tree)
 
 
 def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
