@@ -36,6 +36,7 @@ from aan_jax.inference import predict
 from aan_jax.inference import report_set
 from aan_jax.inference.report_set import printable
 from aan_jax.util import cli as util_cli
+from aan_jax.util.hashing import file_sha256
 
 # Every feature a model may read, in canonical order: the paper's five, then faces.
 ALL = tuple(FEATURE_DIMS)
@@ -216,7 +217,7 @@ def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, d
     if name and (pathlib.Path(inp).parent / name).is_file():
       video = str(pathlib.Path(inp).parent / name)
     return feats_by_seg, metas, sha, video, decoded
-  sha = core.file_sha256(inp)
+  sha = file_sha256(inp)
   for seg, need in needs.items():
     bar = bar_factory(f"{pathlib.Path(inp).name} [{seg}]")
 
@@ -262,7 +263,7 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
   if not os.path.isfile(inp):
     raise ValueError(f"{inp}: no such file" if not os.path.exists(inp) else
                      f"{inp}: is not a regular file (a video or a feature .npz)")
-  input_sha = core.file_sha256(inp)
+  input_sha = file_sha256(inp)
   may_replace = lambda: None if overwrite else report_set.existing(out_dir, stem, input_sha)
   why = may_replace()
   if why:

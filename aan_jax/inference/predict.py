@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import re
 from typing import Any, Mapping, Protocol, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from aan_jax.data.features import AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO_FEATURES
+from aan_jax.util.hashing import file_sha256
 
 # The authors' six files: <fold>_<target>_COGNIMUSE_attention_model_Feature_AAN_<variant>.pth
 _RELEASED = re.compile(r"^(?P<fold>[A-Z]+)_(?P<target>arousal|valence)_COGNIMUSE_attention_model_"
@@ -121,14 +121,6 @@ def _jsonable(x):
   return str(x)
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def released_files(directory: str | os.PathLike) -> dict[str, dict[str, str]]:
   """{variant: {target: path}} for the released .pth files in `directory` (or its
   `trained_models/` folder, as the authors' repository lays them out)."""
@@ -199,7 +191,7 @@ def released_models(directory: str | os.PathLike, variant: str = "auto",
         name=f"{fold}_{target}_{RELEASED_VARIANTS[variant]}", target=target, task="regression",
         fold=fold, modalities=tuple(module.modalities), segmentation=RELEASED_SEGMENTATION,
         metadata={"corpus": "COGNIMUSE", "kind": "feature_aan", "variant": variant,
-                  "file": os.path.basename(path), "sha256": _sha256(path),
+                  "file": os.path.basename(path), "sha256": file_sha256(path),
                   "held_out": fold, "origin": "the authors' release (Thao et al. 2020)"},
         module=module, variables=variables))
   return out
