@@ -11,6 +11,7 @@ import sys
 
 import tensorflow_datasets as tfds
 
+from aan_jax.util import cli
 from aan_jax.data.classes import EKMAN6_CLASSES
 
 # The builders' shared readers are the package datasets/_common, imported as `_common` from
@@ -84,6 +85,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return super()._download_and_prepare(dl_manager, download_config)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    # Under `tfds build`, a problem with the user's files (a bad list line or label, a
+    # missing list) is one line, not a traceback.
+    with cli.tfds_user_errors():
+      return self._splits(dl_manager)
+
+  def _splits(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
     tasks, meta = emotion_lists.build_tasks(
         pathlib.Path(dl_manager.manual_dir), CLASSES, cfg.name, f"features/{cfg.name}",
@@ -97,4 +104,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if getattr(self, "_use_beam", False):
       beam = tfds.core.lazy_imports.apache_beam
       return beam.Create(tasks) | beam.FlatMap(emotion_lists.video_examples)
-    return (ex for t in tasks for ex in emotion_lists.video_examples(t))
+    return cli.tfds_user_errors_in(ex for t in tasks for ex in emotion_lists.video_examples(t))

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from aan_jax.data.classes import FER_EMOTIONS
+from aan_jax.util import cli
 
 # The builders' shared readers are the package datasets/_common, imported as `_common` from
 # datasets/ on sys.path (datasets/ itself is not a package: it must never shadow the
@@ -111,6 +112,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    # Under `tfds build`, a problem with the user's files is one line, not a traceback.
+    with cli.tfds_user_errors():
+      return self._splits(dl_manager)
+
+  def _splits(self, dl_manager: tfds.download.DownloadManager):
     root = pathlib.Path(dl_manager.manual_dir)
     lists = sorted(root.rglob(LIST_FILE))
     if not lists:
@@ -128,6 +134,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for split, rows in partition.items() if rows}
 
   def _generate_examples(self, aligned: pathlib.Path, rows):
+    # A missing or unreadable image, met while the examples are written: one line too.
+    return cli.tfds_user_errors_in(self._examples(aligned, rows))
+
+  def _examples(self, aligned: pathlib.Path, rows):
     for name, raf in rows:
       path = aligned / f"{name[:-len('.jpg')]}_aligned.jpg"
       if not path.is_file():
