@@ -1,5 +1,5 @@
 """`python -m experiments.predict INPUT [INPUT ...] --models SOURCE --out DIR`: emotion curves,
-notable moments and an interactive report for any film (see README, "Predict your own film").
+notable moments and an interactive report for any film (see docs/predict.md).
 
 INPUT: a video file (anything PyAV decodes) or an .npz from `python -m extract`.
 SOURCE: released:DIR (the authors' checkpoints; released-audio:DIR, released-video:DIR or

@@ -1,4 +1,4 @@
-"""`python -m extract VIDEO [VIDEO ...] --out DIR`: one <stem>.npz per file (see README).
+"""`python -m extract VIDEO [VIDEO ...] --out DIR`: one <stem>.npz per file (see docs/extraction.md).
 
 Errors are one line (a FAILED line per bad file); `--debug` or AAN_DEBUG=1 shows tracebacks.
 """

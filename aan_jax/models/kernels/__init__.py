@@ -1,7 +1,7 @@
 """Hand-written XLA:CPU kernels: the Feature AAN's encoder, fused, forward and backward.
 
 Why: on a CPU, XLA runs the tiny encoder (5 tokens of width 8) as ~1,000 small kernels
-per training step, which made it most of a step (README, Speed). `encoder.cc` instead
+per training step, which made it most of a step (docs/training.md, Speed). `encoder.cc` instead
 takes 8 samples at a time through all layers, one per SIMD lane. It is C++ compiled on first use with the
 system's C++ compiler against the XLA FFI headers that jaxlib ships, cached in
 `$AAN_KERNEL_CACHE` or `~/.cache/aan_jax/kernels` (keyed by source, jaxlib version and
