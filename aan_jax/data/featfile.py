@@ -71,8 +71,6 @@ def feature_names_problem(v, nonempty: bool = False) -> str | None:
   return None
 
 
-_feature_list = feature_names_problem
-
 
 def _source(v) -> str | None:
   if not isinstance(v, dict):
@@ -124,10 +122,10 @@ FIELDS = {
     "frames_per_segment": _typed(lambda v: _is_int(v) or isinstance(v, str),
                                  "an integer or a string"),
     "dropped_tail_s": _typed(lambda v: _is_num(v) and v >= 0, "a non-negative number"),
-    "features": _feature_list,
+    "features": feature_names_problem,
     "dims": _dims,
     "weights": _weights,
-    "nan_features": _feature_list,
+    "nan_features": feature_names_problem,
     "truncated": _typed(lambda v: v is None or isinstance(v, dict), "null or an object"),
     "options": _typed(lambda v: isinstance(v, dict), "an object"),
     "preprocessing": _typed(lambda v: isinstance(v, dict), "an object"),

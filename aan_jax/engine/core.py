@@ -26,7 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from aan_jax.engine import clips, groups, specs
+from aan_jax.engine import clips, groups, loop, specs
 from aan_jax.engine.program import Plan, per_run, run_mesh, tree_where
 
 # Config keys that never change the compiled program: run-level values (they live in the
@@ -133,7 +133,6 @@ class Engine:
     self.config, self.corpus, self.runs, self.spec = config, corpus, runs, spec
     self.targets = tuple(targets)
     self.mesh = run_mesh(len(runs), config.max_devices)
-    from aan_jax.engine import loop  # pylint: disable=g-import-not-at-top
     cfg = {k: v for k, v in config.to_dict().items()
            if k not in loop.NOT_IN_FINGERPRINT + PER_RUN_SETTINGS}
     if spec.categorical:

@@ -258,7 +258,6 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
 
   A report in out_dir made from a different input is not replaced unless `overwrite`.
   """
-  from extract import core  # pylint: disable=g-import-not-at-top
   stem = pathlib.Path(inp).stem
   if not os.path.isfile(inp):
     raise ValueError(f"{inp}: no such file" if not os.path.exists(inp) else

@@ -28,7 +28,6 @@ fold, from training rows: the engine's job); nothing here normalises.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
