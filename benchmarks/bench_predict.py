@@ -118,6 +118,7 @@ def main():
   from extract import core
   from aan_jax.inference import film_report
   from aan_jax.inference import predict
+  from aan_jax.inference import report_html
   from experiments import predict as cli
   timers = {"extract": 0.0, "models": 0.0, "outputs": 0.0}
 
@@ -131,8 +132,9 @@ def main():
     return wrapper
   core.extract_file = timed("extract", core.extract_file)
   predict.predict_curves = timed("models", predict.predict_curves)
-  for fn in ("to_csv", "to_json", "to_png", "to_html"):
+  for fn in ("to_csv", "to_json", "to_png"):
     setattr(film_report, fn, timed("outputs", getattr(film_report, fn)))
+  report_html.to_html = timed("outputs", report_html.to_html)
   base = sum((["--models", m] for m in args.models), [])
   base += ["--weights", args.weights, "--device", args.device, "--no-progress"]
   if not args.no_warmup:

@@ -460,11 +460,11 @@ def test_names_with_dollars_hashes_and_newlines(wd, tmp_path, capsys):
 
 
 def test_video_link_is_url_encoded():
-  from aan_jax.inference import film_report
+  from aan_jax.inference import report_html
   from aan_jax.inference.predict import Curve
   c = Curve("s", "arousal", "regression", "fixed:5", np.array([0.0]), np.array([5.0]),
             np.zeros((1, 1)), ["A"])
-  page = film_report.to_html([c], [], [], {}, "t", "../a#b%20c <x>.mp4")
+  page = report_html.to_html([c], [], [], {}, "t", "../a#b%20c <x>.mp4")
   assert 'src="../a%23b%2520c%20%3Cx%3E.mp4"' in page
 
 

@@ -33,6 +33,7 @@ from aan_jax.data import featfile
 from aan_jax.data.features import FEATURE_DIMS
 from aan_jax.inference import film_report
 from aan_jax.inference import predict
+from aan_jax.inference import report_html
 from aan_jax.inference import report_set
 from aan_jax.inference.report_set import printable
 from aan_jax.util import cli as util_cli
@@ -309,7 +310,7 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
       "json": lambda p: film_report.write_file(
           p, film_report.to_json(curves, events, face_events, metadata)),
       "png": lambda p: film_report.to_png(curves, events, title, p, random),
-      "html": lambda p: film_report.write_file(p, film_report.to_html(
+      "html": lambda p: film_report.write_file(p, report_html.to_html(
           curves, events, face_events, metadata, title, video_src)),
   }, may_replace)
   return {"segments": {seg: int(len(d["start_s"])) for seg, d in feats_by_seg.items()},
