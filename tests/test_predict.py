@@ -256,11 +256,15 @@ def test_synthetic_demo_workdir_band(tmp_path):
 
 # ---- Events -------------------------------------------------------------------------------------
 
-def _curve(target, values, task="regression", folds=1):
+def _curve(target, values, task="regression", folds=1, spread=0.0, error=0.01):
+  """A curve of `folds` fold models spread +-spread around `values` (a band of half-width
+  `spread`), or one model whose recorded test RMSE is `error`."""
   v = np.asarray(values, np.float64)
   start = np.arange(len(v)) * 5.0
+  offsets = np.linspace(-spread, spread, folds) if folds > 1 else [0.0]
   return predict.Curve("m", target, task, "fixed:5", start, start + 5.0,
-                       np.stack([v] * folds), [str(i) for i in range(folds)])
+                       np.stack([v + o for o in offsets]), [str(i) for i in range(folds)],
+                       *((error, "test_rmse", "given") if folds == 1 else (None, "band", "")))
 
 
 def test_events_peaks_stretches_and_fear():
@@ -271,7 +275,7 @@ def test_events_peaks_stretches_and_fear():
   evs = predict.curve_events(_curve("arousal", arousal, folds=2))
   assert [e["object"]["start_s"] for e in evs[:2]] == [150.0, 450.0]
   assert evs[0]["class"] == "arousal_peak" and evs[0]["seconds"] == 152.5
-  assert "sd above" in evs[0]["object"]["evidence"] and "band" in evs[0]["object"]
+  assert "sd)" in evs[0]["object"]["evidence"]["text"] and "band" in evs[0]["object"]
   valence = np.zeros(120)
   valence[20:26] = 1.0
   valence[70:76] = -1.0
@@ -286,6 +290,84 @@ def test_events_peaks_stretches_and_fear():
   assert [(e["class"], e["object"]["start_s"], e["object"]["end_s"], e["seconds"])
           for e in evs] == [("fear", 50.0, 70.0, 57.5), ("fear", 200.0, 205.0, 202.5)]
   assert all(set(e) == {"type", "class", "seconds", "object"} for e in evs)
+
+
+def test_a_flat_curve_inside_a_wide_band_gives_no_moment():
+  """The issue's film: valence +0.234 vs +0.240 and an arousal 'peak' of +1.7 sd, inside fold
+  bands 0.9 wide: nothing the models can back."""
+  rng = np.random.default_rng(0)
+  valence = 0.237 + 0.003 * np.sign(np.arange(12) - 5.5)  # +0.234 for 30 s, then +0.240
+  arousal = -0.1 + 0.01 * rng.standard_normal(12)
+  arousal[7] += 0.03  # the highest point, several sd above a flat curve's mean
+  curves = [_curve("valence", valence, folds=12, spread=0.45),
+            _curve("arousal", arousal, folds=12, spread=0.45)]
+  assert predict.events(curves) == []
+  rules = predict.moment_rules(curves, [])
+  assert rules["none"] == "no moment stands out beyond the models' disagreement"
+  assert [c["uncertainty_kind"] for c in rules["curves"]] == ["band", "band"]
+  # One model whose test RMSE is far above the curve's swings: nothing either.
+  assert predict.curve_events(_curve("valence", valence, error=0.42)) == []
+  assert predict.curve_events(_curve("arousal", arousal, error=0.35)) == []
+
+
+def test_a_varying_curve_with_a_narrow_band_gives_its_moments():
+  t = np.arange(60)
+  arousal = 0.05 * np.sin(t / 5.0)
+  arousal[20] = 0.8
+  valence = np.zeros(60)
+  valence[10:16] = 0.6
+  valence[40:46] = -0.6
+  fear = np.full(60, 0.1)
+  fear[30:33] = [0.7, 0.9, 0.6]
+  curves = [_curve("arousal", arousal, folds=4, spread=0.02),
+            _curve("valence", valence, folds=4, spread=0.02),
+            _curve("fear", fear, task="binary", folds=4, spread=0.02)]
+  evs = predict.events(curves)
+  assert {e["class"] for e in evs} >= {"arousal_peak", "most_positive", "most_negative", "fear"}
+  for e in evs:
+    ev = e["object"]["evidence"]
+    assert ev["margin"] > ev["uncertainty"] and ev["uncertainty_kind"] == "band"
+    assert ev["uncertainty"] == pytest.approx(0.02, abs=1e-9)  # the band's half-width there
+  peak = max((e for e in evs if e["class"] == "arousal_peak"), key=lambda e: e["object"]["value"])
+  assert peak["object"]["start_s"] == 100.0
+  assert peak["object"]["evidence"]["margin"] == pytest.approx(0.8 - arousal.mean(), abs=1e-6)
+  # A single model: its recorded test RMSE is the threshold.
+  one = predict.curve_events(_curve("arousal", arousal, error=0.1))
+  assert [e["object"]["start_s"] for e in one] == [100.0]
+  assert one[0]["object"]["evidence"]["uncertainty"] == 0.1
+  assert predict.curve_events(_curve("arousal", arousal, error=0.9)) == []
+
+
+def test_one_segment_makes_no_moment():
+  for target, task in (("arousal", "regression"), ("valence", "regression"),
+                       ("fear", "binary")):
+    assert predict.curve_events(_curve(target, [0.9], task=task, folds=3, spread=0.0)) == []
+    assert predict.curve_events(_curve(target, [0.9], task=task, error=0.0)) == []
+
+
+def test_single_models_uncertainty_and_its_fallbacks(tmp_path, reference_dir):
+  """A model's recorded test RMSE, else its workdir's results.json (stated as a fallback),
+  else none: no moment claimed and the metadata says why; the released models: the
+  published MSE of their variant."""
+  wd = write_workdir(tmp_path / "wd", [{"name": "a", "target": "arousal", "fold": "A",
+                                        "seed": 0}])
+  film = _film(12)
+  (c,) = predict.predict_curves(film, [predict.load_source(wd)])
+  assert c.error is None and c.error_kind == "none" and "FALLBACK" in c.error_source
+  assert predict.curve_events(c) == []
+  (tmp_path / "wd" / "results.json").write_text(json.dumps({"arousal": {"mse": 0.0004}}))
+  (c,) = predict.predict_curves(film, [predict.load_source(wd)])
+  assert c.error == pytest.approx(0.02) and c.error_kind == "results_json"
+  assert "FALLBACK" in c.error_source and "results.json" in c.error_source
+  spec = json.loads((tmp_path / "wd/models/arousal/A/model.json").read_text())
+  spec["test_error"] = {"rmse": 0.03, "on": "test"}
+  (tmp_path / "wd/models/arousal/A/model.json").write_text(json.dumps(spec))
+  (c,) = predict.predict_curves(film, [predict.load_source(wd)])
+  assert c.error == 0.03 and c.error_kind == "test_rmse"
+  rel = predict.load_source(f"released-audio:{reference_dir}")
+  cs = predict.predict_curves(film, [rel])
+  assert [(x.target, round(x.error ** 2, 6)) for x in cs] == [("arousal", 0.125),
+                                                               ("valence", 0.185)]
 
 
 def test_face_events_are_validated(tmp_path):
@@ -402,7 +484,10 @@ def test_report_in_headless_chromium(video_run, tmp_path):
   assert len(curves) == 2 and all(len(p.split()) == 2 for p in curves)  # 2 segments each
   assert dom.count('class="band"') == 2  # the fold band of each target
   assert dom.count('class="cursor"') == 2 and dom.count('class="face-marker"') == 2
-  assert "happy" in dom and "arousal peak" in dom
+  assert "happy" in dom
+  doc = json.loads((out / "clip.json").read_text())
+  assert ("arousal peak" in dom if doc["events"] else
+          "no moment stands out beyond the models' disagreement" in dom)
 
 
 def test_predict_films_called_as_in_a_notebook(video_run, monkeypatch):

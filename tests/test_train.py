@@ -251,6 +251,10 @@ def test_results_and_predictions_agree_and_models_reproduce_them(tmp_path, monke
     pred = m.predict({k: small.features[k][h] for k in m.modalities})
     rows = (table["run"] == m.name)
     np.testing.assert_array_equal(pred.astype(np.float32), table["prediction"][rows])
+    # The target's pooled test RMSE goes with every model (the predictor's uncertainty for a
+    # single model's moments).
+    assert m.metadata["test_error"]["rmse"] == pytest.approx(np.sqrt(out[m.target]["mse"]),
+                                                             rel=1e-6)
   # TensorBoard event files: one folder per run.
   assert len(os.listdir(tmp_path / "tensorboard")) == 8
   assert os.path.exists(tmp_path / "plots" / "BMI.png")

@@ -91,6 +91,10 @@ MODEL_FIELDS = {  # model.json of a regression/binary model: field -> check (Non
     "normalize": _typed((bool,), "true or false"),
     "encoder_impl": _typed((str,), "a string"),
     "build": _typed((dict,), "an object"),
+    "test_error": lambda v: None if v is None or (
+        isinstance(v, dict) and isinstance(v.get("rmse"), (int, float))
+        and not isinstance(v.get("rmse"), bool) and math.isfinite(v["rmse"]) and v["rmse"] >= 0)
+    else "null or an object whose 'rmse' is a finite number >= 0",
 }
 BUILD_FIELDS = {  # model.json's "build": the settings the engine builds the module from
     "model": _typed((str,), "a model kind"),

@@ -81,6 +81,8 @@ def export_result(result, summary: dict, directory: str) -> list[str]:
   entries = []
   for ti, target in enumerate(result.targets):
     point = summary.get("sweep", {}).get("selected", {}).get(target, 0)
+    test_error = _test_error(result, [r for r in range(len(runs))
+                                      if runs.target[r] == ti and runs.point[r] == point])
     for r in range(len(runs)):
       if runs.target[r] != ti or runs.point[r] != point:
         continue
@@ -99,7 +101,7 @@ def export_result(result, summary: dict, directory: str) -> list[str]:
               "tfds_config": c.info.get("config"), "best_epoch": int(result.best_epoch[r]),
               "hparams": {k: float(v[r]) for k, v in runs.hparams.items()},
               "normalize": bool(result.config.get("normalize", True)),
-              "encoder_impl": result.encoder_impl}
+              "encoder_impl": result.encoder_impl, "test_error": test_error}
       save_model(os.path.join(directory, rel), config=cfg, params=params,
                  norm_mean={m: result.norm["mean"][m][r] for m in mods},
                  norm_std={m: result.norm["std"][m][r] for m in mods}, meta=meta)
@@ -107,6 +109,23 @@ def export_result(result, summary: dict, directory: str) -> list[str]:
   atomic.write_file(os.path.join(directory, "index.json"),
                     json.dumps({"format": FORMAT, "models": entries}, indent=1))
   return [e["path"] for e in entries]
+
+
+def _test_error(result, rows: list[int]) -> dict | None:
+  """The target's test error, recorded with each of its models: the RMSE of every fold's
+  held-out test predictions pooled (for a binary target, of its probabilities: the root of
+  the Brier score), the uncertainty the predictor weighs a single model's moments against."""
+  from aan_jax.evaluation import pooled as ev  # pylint: disable=g-import-not-at-top
+  table = ev.prediction_table(result, rows)
+  pred = np.asarray(table["prediction"], np.float64)
+  truth = np.asarray(table["truth"], np.float64)
+  ok = np.isfinite(pred) & np.isfinite(truth)
+  if not ok.any():
+    return None  # no test item (a fold without test groups): nothing to record
+  mse = float(np.mean((pred[ok] - truth[ok]) ** 2))
+  return {"rmse": float(np.sqrt(mse)), "mse": mse, "items": int(ok.sum()),
+          "on": "every fold's held-out test items of this target, pooled (results.json's "
+                "test figure)"}
 
 
 @dataclasses.dataclass

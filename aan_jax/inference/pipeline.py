@@ -297,6 +297,7 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
                   for f in (m.get("weights") or {}) if f in used},
       "random_weights": random,
       "face_events_file": os.path.basename(faces_path) if faces_path else None,
+      "moments": predict.moment_rules(curves, events),
       "versions": {**(meta0.get("versions") or {}), **package_versions()},
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import os
 import re
 from typing import Any, Mapping, Protocol, Sequence
@@ -32,6 +34,13 @@ RELEASED_VARIANTS = {"audio+video": "video_audio", "audio": "only_audio", "video
 _VARIANT_FEATURES = {"audio+video": FEATURES, "audio": AUDIO_FEATURES, "video": VIDEO_FEATURES}
 # The released models were trained on COGNIMUSE's 5-s segments (DESIGN.md).
 RELEASED_SEGMENTATION = "fixed:5"
+# The authors' published test MSE of Feature AAN on COGNIMUSE (Thao et al. 2020, Table I: the
+# twelve held-out movies pooled), per variant and target: a released model's uncertainty.
+PUBLISHED_MSE = {("audio+video", "arousal"): 0.124, ("audio+video", "valence"): 0.178,
+                 ("video", "arousal"): 0.152, ("video", "valence"): 0.204,
+                 ("audio", "arousal"): 0.125, ("audio", "valence"): 0.185}
+PUBLISHED_MSE_SOURCE = ("Thao et al. 2020, Table I: Feature AAN on COGNIMUSE, leave-one-movie-"
+                        "out over the 12 movies pooled")
 
 
 class Model(Protocol):
@@ -87,6 +96,9 @@ class Source:
   name: str
   spec: str
   models: list
+  # target -> (RMSE, where from) for models that record no test error (an older export):
+  # the workdir's results.json, when the source has one.
+  fallback_errors: dict = dataclasses.field(default_factory=dict)
 
   @property
   def targets(self) -> list[str]:
@@ -192,7 +204,9 @@ def released_models(directory: str | os.PathLike, variant: str = "auto",
         fold=fold, modalities=tuple(module.modalities), segmentation=RELEASED_SEGMENTATION,
         metadata={"corpus": "COGNIMUSE", "kind": "feature_aan", "variant": variant,
                   "file": os.path.basename(path), "sha256": file_sha256(path),
-                  "held_out": fold, "origin": "the authors' release (Thao et al. 2020)"},
+                  "held_out": fold, "origin": "the authors' release (Thao et al. 2020)",
+                  "published_mse": PUBLISHED_MSE.get((variant, target)),
+                  "published_mse_source": PUBLISHED_MSE_SOURCE},
         module=module, variables=variables))
   return out
 
@@ -241,7 +255,59 @@ def load_source(spec: str, *, available: Sequence[str] | None = None) -> Source:
   label = name or os.path.basename(os.path.normpath(path))
   if label == "models":
     label = os.path.basename(os.path.dirname(os.path.normpath(path))) or label
-  return Source(label, spec, models)
+  fallback = {}
+  if any(_recorded_error(m) is None for m in models):
+    fallback = results_json_errors(path)
+  return Source(label, spec, models, fallback)
+
+
+def _finite(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def _recorded_error(m) -> tuple[float, str, str] | None:
+  """(RMSE, kind, where from) recorded with a model, or None."""
+  meta = getattr(m, "metadata", None) or {}
+  te = meta.get("test_error")
+  if isinstance(te, Mapping) and _finite(te.get("rmse")):
+    return (float(te["rmse"]), "test_rmse", f"the test RMSE {float(te['rmse']):.4f} recorded "
+            f"with the exported model ({str(te.get('on', 'its test items'))[:200]})")
+  if _finite(meta.get("published_mse")):
+    mse = float(meta["published_mse"])
+    return (math.sqrt(mse), "published_mse", f"the authors' published test MSE {mse:.3f} -> "
+            f"RMSE {math.sqrt(mse):.4f} ({meta.get('published_mse_source', '')})")
+  return None
+
+
+def results_json_errors(path: str) -> dict[str, tuple[float, str, str]]:
+  """Target -> (RMSE, kind, where from) out of the results.json of the workdir that holds
+  `path` (a workdir, its models/ folder or one model's folder; up to three levels up): the
+  fallback for models exported before their test error was recorded. Untrusted: a figure
+  that is not a finite number >= 0 is ignored."""
+  d = os.path.abspath(path)
+  for _ in range(4):
+    f = os.path.join(d, "results.json")
+    if os.path.isfile(f) and os.path.isdir(os.path.join(d, "models")):
+      try:
+        with open(f, encoding="utf-8") as fh:
+          doc = json.load(fh)
+      except (OSError, ValueError, RecursionError):
+        return {}
+      out = {}
+      for target, figs in (doc.items() if isinstance(doc, dict) else ()):
+        if isinstance(figs, dict) and _finite(figs.get("mse")):
+          mse = float(figs["mse"])
+          out[str(target)] = (math.sqrt(mse), "results_json", (
+              f"FALLBACK: its models record no test error (exported before aan-jax recorded "
+              f"one); the pooled test MSE {mse:.4f} in {f} -> RMSE {math.sqrt(mse):.4f}"))
+      return out
+    d = os.path.dirname(d)
+  return {}
+
+
+NO_ERROR = ("FALLBACK: no test error is recorded with this model (exported before aan-jax "
+            "recorded one) and no results.json was found beside it, so no moment is claimed "
+            "from this curve; export it again with a current aan-jax")
 
 
 @dataclasses.dataclass
@@ -255,6 +321,11 @@ class Curve:
   end_s: np.ndarray
   folds: np.ndarray       # (F, S): each fold model's output
   fold_names: list
+  # A single model's uncertainty (its target's test RMSE) and where it comes from; a curve
+  # with a band (several fold models) weighs its moments against the band instead.
+  error: float | None = None
+  error_kind: str = ""
+  error_source: str = ""
 
   @property
   def mean(self) -> np.ndarray:
@@ -325,20 +396,28 @@ def predict_curves(features: Mapping[str, Any], sources: Sequence[Source]) -> li
       tasks = {m.task for m in models}
       if len(tasks) > 1:
         raise ValueError(f"{src.name}: the {target} models mix tasks {sorted(tasks)}")
+      err = None
+      if len(models) == 1:
+        err = (_recorded_error(models[0]) or src.fallback_errors.get(target)
+               or (None, "none", NO_ERROR))
       curves.append(Curve(src.name, target, tasks.pop(), seg,
                           np.asarray(feats["start_s"], np.float64),
                           np.asarray(feats["end_s"], np.float64), np.stack(outs),
-                          [str(m.fold) for m in models]))
+                          [str(m.fold) for m in models], *(err or (None, "band", ""))))
   return curves
 
 
 # ---- Events: the film's notable moments, in the VTT seed's JSON form. -----------------------
 
 FEAR_THRESHOLD = 0.5  # a binary model's probability above which a stretch counts as fear
+MOMENT_RULE = ("a moment is claimed only when its margin (how far the stretch or peak stands "
+               "from the film's mean, in the target's units) exceeds its uncertainty (for a "
+               "source with a band, the band's half-width there: half the spread of the fold "
+               "models; for a single model, its target's test RMSE); never from one segment")
 
 
 def _event(cls: str, seconds: float, curve: Curve, start: float, end: float, value: float,
-           evidence: str, **extra) -> dict:
+           evidence: dict, **extra) -> dict:
   obj = {"source": curve.source, "target": curve.target, "start_s": round(float(start), 3),
          "end_s": round(float(end), 3), "value": round(float(value), 4), "evidence": evidence}
   obj.update(extra)
@@ -360,26 +439,52 @@ def _peaks(x: np.ndarray, min_gap: int, k: int) -> list[int]:
   return chosen
 
 
+def uncertainty(curve: Curve, i: int, j: int) -> tuple[float | None, str]:
+  """The uncertainty of the curve's mean over segments i..j (inclusive), in its units, and
+  its kind: the band's half-width there (each fold model's mean over the span; half the
+  distance from the lowest to the highest), or a single model's test RMSE (None: unknown)."""
+  if curve.has_band:
+    f = curve.folds[:, i:j + 1].mean(axis=1)
+    return float(f.max() - f.min()) / 2, "band"
+  return curve.error, curve.error_kind
+
+
 def curve_events(curve: Curve, *, max_peaks: int | None = None,
                  stretch_s: float = 30.0, peak_gap_s: float = 60.0) -> list[dict]:
-  """Notable moments of one curve, each with its evidence.
+  """Notable moments of one curve that the data can tell (MOMENT_RULE), each with its evidence
+  (`object.evidence`: text, margin, uncertainty and its kind).
 
-  arousal: the highest peaks (local maxima at least `peak_gap_s` apart that stand out
-  by more than half a standard deviation of the film's curve); valence: the most
-  positive and the most negative stretch of `stretch_s` (moving mean); a binary target
-  (fear): each stretch whose probability stays above FEAR_THRESHOLD, at its peak.
+  arousal (any regression target but valence): the highest local maxima at least
+  `peak_gap_s` apart (about one per two minutes, at most 10); valence: the most positive and
+  the most negative stretch of `stretch_s` (moving mean); a binary target (fear): each stretch
+  whose probability stays at or above FEAR_THRESHOLD, at its peak. Each is kept only when its
+  margin from the film's mean exceeds its uncertainty.
   """
   x, s, e = curve.mean, curve.start_s, curve.end_s
   n = len(x)
   ok = np.isfinite(x)  # a segment the input declared missing is a gap: no event there
-  if n == 0 or not ok.any():
-    return []
-  hop = float(np.median(np.diff(s))) if n > 1 else float(e[0] - s[0])
+  if n < 2 or ok.sum() < 2:
+    return []  # one segment stands out from nothing
+  hop = float(np.median(np.diff(s)))
   hop = hop if hop > 0 else 1.0
   duration_min = (float(e[-1]) - float(s[0])) / 60.0
+  mu = float(x[ok].mean())
   events = []
   band = lambda i: ({"band": [round(float(curve.low[i]), 4), round(float(curve.high[i]), 4)]}
                     if curve.has_band else {})
+
+  def claim(cls, i, j, p, value, text, **extra):
+    """The event over segments i..j (value at p, or the span's mean), if it stands out."""
+    u, kind = uncertainty(curve, i, j) if p is None else uncertainty(curve, p, p)
+    margin = abs(float(value) - mu)
+    if u is None or not margin > u:
+      return
+    ev = {"text": f"{text}; stands {margin:.3f} from the film's mean {mu:+.3f}, beyond its "
+                  f"uncertainty {u:.3f} ({'fold band half-width' if kind == 'band' else kind})",
+          "margin": round(margin, 6), "uncertainty": round(float(u), 6), "uncertainty_kind": kind}
+    at = (s[i] + e[j]) / 2 if p is None else (s[p] + e[p]) / 2
+    events.append(_event(cls, at, curve, s[i], e[j], value, ev, **extra))
+
   if curve.task == "binary":
     above = np.where(ok, x, -np.inf) >= FEAR_THRESHOLD
     i = 0
@@ -391,13 +496,11 @@ def curve_events(curve: Curve, *, max_peaks: int | None = None,
       while j + 1 < n and above[j + 1]:
         j += 1
       p = i + int(np.argmax(x[i:j + 1]))
-      events.append(_event(
-          curve.target, (s[p] + e[p]) / 2, curve, s[i], e[j], x[p],
-          f"{curve.target} probability {x[p]:.2f} (>= {FEAR_THRESHOLD}) from {s[i]:.0f} s to "
-          f"{e[j]:.0f} s", **band(p)))
+      claim(curve.target, i, j, p, x[p],
+            f"{curve.target} probability {x[p]:.2f} (>= {FEAR_THRESHOLD}) from {s[i]:.0f} s "
+            f"to {e[j]:.0f} s", **band(p))
       i = j + 1
     return events
-  mu, sd = float(x[ok].mean()), float(x[ok].std())
   if curve.target == "valence":
     # A stretch is at most a third of the film, so that the two can differ.
     w = max(1, min(int(round(stretch_s / hop)), n // 3))
@@ -408,27 +511,22 @@ def curve_events(curve: Curve, *, max_peaks: int | None = None,
     best = int(np.argmax(np.where(full, moving, -np.inf)))
     worst = int(np.argmin(np.where(full, moving, np.inf)))
     if best == worst:
-      return events  # a flat curve (or one segment) has no most positive stretch
+      return events  # a flat curve has no most positive stretch
     for cls, i in (("most_positive", best), ("most_negative", worst)):
       j = i + w - 1
-      events.append(_event(
-          cls, (s[i] + e[j]) / 2, curve, s[i], e[j], moving[i],
-          f"mean valence {moving[i]:+.3f} over {s[i]:.0f}-{e[j]:.0f} s "
-          f"(film mean {mu:+.3f}, sd {sd:.3f})"))
+      claim(cls, i, j, None, moving[i], f"mean valence {moving[i]:+.3f} over {s[i]:.0f}-"
+            f"{e[j]:.0f} s")
     return events
   # arousal, or any other regression target: the peaks.
   k = max_peaks or int(np.clip(round(duration_min / 2), 1, 10))
   gap = max(1, int(round(peak_gap_s / hop)))
+  sd = float(x[ok].std())
   for i in _peaks(np.where(ok, x, -np.inf), gap, k):
-    if not ok[i]:
-      continue
-    z = (x[i] - mu) / sd if sd > 0 else 0.0
-    if sd > 0 and z < 0.5:
-      continue
-    events.append(_event(
-        f"{curve.target}_peak", (s[i] + e[i]) / 2, curve, s[i], e[i], x[i],
-        f"{curve.target} {x[i]:+.3f} at {s[i]:.0f}-{e[i]:.0f} s, {z:+.1f} sd above the film's "
-        f"mean {mu:+.3f}", z=round(float(z), 2), **band(i)))
+    if ok[i] and x[i] > mu:
+      z = (x[i] - mu) / sd if sd > 0 else 0.0
+      claim(f"{curve.target}_peak", i, i, i, x[i],
+            f"{curve.target} {x[i]:+.3f} at {s[i]:.0f}-{e[i]:.0f} s ({z:+.1f} sd)",
+            z=round(float(z), 2), **band(i))
   return events
 
 
@@ -436,6 +534,26 @@ def events(curves: Sequence[Curve]) -> list[dict]:
   """Every curve's notable moments, in time order."""
   out = [ev for c in curves for ev in curve_events(c)]
   return sorted(out, key=lambda ev: (ev["seconds"], ev["class"]))
+
+
+def moment_rules(curves: Sequence[Curve], evs: Sequence[dict]) -> dict:
+  """The thresholds behind `events` and where each curve's uncertainty comes from (the JSON
+  report's metadata["moments"])."""
+  per = []
+  for c in curves:
+    n = sum(1 for ev in evs if ev["object"]["source"] == c.source
+            and ev["object"]["target"] == c.target)
+    if c.has_band:
+      how = (f"the band's half-width at each moment: half the spread of the "
+             f"{len(c.fold_names)} fold models' means there")
+    else:
+      how = c.error_source
+    per.append({"source": c.source, "target": c.target, "events": n,
+                "uncertainty_kind": "band" if c.has_band else c.error_kind,
+                "uncertainty": None if c.has_band else c.error, "from": how})
+  return {"rule": MOMENT_RULE, "stretch_s": 30.0, "peak_gap_s": 60.0,
+          "fear_threshold": FEAR_THRESHOLD, "min_segments": 2, "curves": per,
+          "none": None if evs else "no moment stands out beyond the models' disagreement"}
 
 
 def load_face_events(path: str | os.PathLike) -> list[dict]:

@@ -28,7 +28,9 @@ def to_html(curves: Sequence[Curve], events: list, face_events: list, metadata: 
   sources = list(dict.fromkeys(c.source for c in curves))
   data = {"curves": curves_json(curves), "events": events, "faceEvents": face_events,
           "colours": {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(sources)},
-          "randomWeights": metadata.get("random_weights", [])}
+          "randomWeights": metadata.get("random_weights", []),
+          "noMoment": (metadata.get("moments") or {}).get("none")
+          or "no moment stands out beyond the models' disagreement"}
   warn = warning_line(metadata.get("random_weights", []))
   # The link is a URL: a file named a#b%20c.mp4 must load that file (quoted, then escaped).
   src = urllib.parse.quote(video_src, safe="/") if video_src else ""
@@ -179,9 +181,9 @@ for (const target of targets) {{
   }});
   svg.addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
 }}
-function fill(id, list, text) {{
+function fill(id, list, text, empty) {{
   const ul = document.getElementById(id);
-  if (!list.length) {{ const li = document.createElement("li"); li.textContent = "none"; ul.appendChild(li); return; }}
+  if (!list.length) {{ const li = document.createElement("li"); li.className = "empty"; li.textContent = empty || "none"; ul.appendChild(li); return; }}
   for (const ev of list) {{
     const li = document.createElement("li");
     const s = document.createElement("span"); s.className = "time"; s.textContent = fmt(ev.seconds);
@@ -190,7 +192,7 @@ function fill(id, list, text) {{
     ul.appendChild(li);
   }}
 }}
-fill("events", D.events, ev => ev.class.replace("_", " ") + " (" + ev.object.source + "): " + ev.object.evidence);
+fill("events", D.events, ev => ev.class.replace("_", " ") + " (" + ev.object.source + "): " + ev.object.evidence.text, D.noMoment);
 fill("faces", D.faceEvents, ev => ev.class + (ev.object && ev.object.score != null ? " (face " + ev.object.id + ", score " + Number(ev.object.score).toFixed(2) + ")" : ""));
 // A link to a moment: report.html#t=83 opens the video there.
 const start = /t=([0-9.]+)/.exec(location.hash);
