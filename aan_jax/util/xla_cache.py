@@ -5,11 +5,14 @@ I3D's: ~8 s on a GPU) is read back from disk by later processes that compile the
 program. Settings:
 
 - "auto" (the default): `$AAN_COMPILATION_CACHE` if set, else `~/.cache/aan_jax/xla` on a
-  GPU or TPU and off on the CPU. Off on the CPU because XLA:CPU's cached executables are
-  machine code for the CPU that compiled them, and public reports show them rejected on
-  reload (jax-ml/jax#38445) or crashing the process after a jaxlib reinstall, which a
-  default must not risk; name a folder to use it there anyway (it worked on this
-  project's CPU machine).
+  GPU or TPU, and on the CPU a folder of its own per machine and jaxlib under it,
+  `~/.cache/aan_jax/xla/cpu-<key>`. XLA:CPU's cached executables are machine code for the CPU
+  that compiled them: a cache shared by machines with other CPU features is rejected on
+  reload ("Target machine feature ... is not supported on the host machine"; other projects
+  split their CPU caches by machine for that reason), and one kept across a jaxlib reinstall
+  has crashed processes. The key hashes the CPU's model and feature flags and the jaxlib
+  version, so neither can happen. On the 2-core CPU the README's demo compiled its programs
+  in 8 s; warm, they load from the cache (see the README's timings).
 - a folder: the cache lives there.
 - "": off.
 """
@@ -21,6 +24,7 @@ import sys
 
 ENV = "AAN_COMPILATION_CACHE"
 DEFAULT_DIR = "~/.cache/aan_jax/xla"
+MIN_COMPILE_SECONDS = 0.2
 
 
 def resolve(setting: str | None, platform: str) -> str | None:
@@ -29,8 +33,32 @@ def resolve(setting: str | None, platform: str) -> str | None:
     if ENV in os.environ:
       setting = os.environ[ENV]
     else:
-      return DEFAULT_DIR if platform in ("gpu", "cuda", "rocm", "tpu") else None
+      if platform in ("gpu", "cuda", "rocm", "tpu"):
+        return DEFAULT_DIR
+      return os.path.join(DEFAULT_DIR, "cpu-" + machine_key()) if platform == "cpu" else None
   return os.path.expanduser(setting) if setting else None
+
+
+def machine_key() -> str:
+  """12 hex digits naming this CPU (model and feature flags) and the installed jaxlib."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import platform  # pylint: disable=g-import-not-at-top
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  parts = [platform.machine(), platform.python_version()]
+  try:
+    parts.append(metadata.version("jaxlib"))
+  except metadata.PackageNotFoundError:
+    parts.append("no-jaxlib")
+  try:
+    with open("/proc/cpuinfo") as f:  # Linux; elsewhere the processor's name
+      for line in f:
+        if line.split(":")[0].strip() in ("model name", "flags", "Features"):
+          parts.append(line.strip())
+        if line.startswith("flags") or line.startswith("Features"):
+          break  # the first core's lines are enough
+  except OSError:
+    parts.append(platform.processor())
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def enable(setting: str | None = "auto", platform: str | None = None) -> str | None:
@@ -58,5 +86,17 @@ def enable(setting: str | None = "auto", platform: str | None = None) -> str | N
           file=sys.stderr)
     return None
   jax.config.update("jax_compilation_cache_dir", path)
+  # JAX caches only programs that took 1 s or more to compile; the engine's initialisation
+  # and prediction programs take less on a GPU but add up to seconds per run on a CPU.
+  if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   compilation_cache.reset_cache()  # so that it takes effect even after an earlier compile
   return path
+
+
+def is_empty(path: str | None) -> bool:
+  """Whether the cache folder `path` holds no compiled program yet (a cold start)."""
+  try:
+    return bool(path) and not any(os.scandir(path))
+  except OSError:
+    return True

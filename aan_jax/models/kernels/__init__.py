@@ -29,7 +29,9 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 import threading
 
 import jax
@@ -93,6 +95,7 @@ def build(verbose: bool = False) -> str:
   cmd = [cxx, *_FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
   if verbose:
     print(" ".join(cmd), flush=True)
+  t0 = time.time()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
   except OSError as e:
@@ -107,6 +110,9 @@ def build(verbose: bool = False) -> str:
     raise RuntimeError(f"compiling {_SOURCE} failed (exit code {proc.returncode}: "
                        f"{' '.join(cmd)}):\n{detail}")
   os.replace(tmp, path)
+  # A cold start says what it did: later processes load the library in milliseconds.
+  print(f"built the fused CPU encoder once for this machine in {time.time() - t0:.1f} s "
+        f"({path})", file=sys.stderr, flush=True)
   return path
 
 
