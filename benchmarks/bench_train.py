@@ -3,7 +3,8 @@
     python benchmarks/bench_train.py                 # 12 folds x 20 epochs, 360 segments
     python benchmarks/bench_train.py --epochs 5 --torch_folds 2   # quicker, extrapolated
     python benchmarks/bench_train.py --model temporal_aan --epochs 5   # steps/s only
-    python benchmarks/bench_train.py --sweep --skip_torch   # 3 x 2 grid: one program vs six
+    python benchmarks/bench_train.py --sweep --skip_torch   # 3 x 2 grid: one, six, auto
+    python benchmarks/bench_train.py --processes --skip_torch --epochs 5   # 1 vs 2 processes
     python benchmarks/bench_train.py --cli --torch_folds 2  # whole commands vs the PyTorch loop
 
 Both train the Feature AAN (audio+video) on arousal of the synthetic corpus, leave one
@@ -17,8 +18,10 @@ of 5 segments, teacher forcing; the per-epoch evaluation off, as early stopping 
 and only the engine's figures are printed: there is no PyTorch temporal loop to compare.
 Feature normalisation is off in both (the released models' setting), so they do the same work.
 With --sweep it also trains a 3 (learning rate) x 2 (dropout) grid for the 24 COGNIMUSE runs
-(12 folds x 2 targets) in one program, and the same six settings as six separate engine
-runs, and prints that ratio (both end to end, compilation included).
+(12 folds x 2 targets) in one program, as the same six settings in six separate engine
+runs, and with the engine's own split (runs_per_program=auto), and prints the ratios (all
+end to end, compilation included). With --processes it times the leave-one-out command as
+one process and as two local processes (jax.distributed) and compares their results.json.
 """
 
 from __future__ import annotations
@@ -52,7 +55,14 @@ def main():
                  help="also time whole launcher commands (process start to exit, warm): the "
                       "README demo, and leave-one-out with 24 runs against the PyTorch loop")
   p.add_argument("--sweep", action="store_true",
-                 help="also time a 3x2 grid (24 runs each) in one program vs six programs")
+                 help="also time a 3x2 grid (24 runs each): one program, one per point, and "
+                      "the engine's split (runs_per_program=auto)")
+  p.add_argument("--sweep_sizes", default="",
+                 help="with --sweep, also time the grid at these runs_per_program values "
+                      "(comma-separated; how aan_jax.engine.split's CPU rule was measured)")
+  p.add_argument("--processes", action="store_true",
+                 help="also time the leave-one-out command as 1 and as 2 local processes "
+                      "(jax.distributed)")
   args = p.parse_args()
 
   import jax
@@ -101,7 +111,9 @@ def main():
   print(f"JAX engine again, compiled program cached: {warm:.1f} s "
         f"({engine_steps * args.epochs / warm:.1f} compiled steps/s)", flush=True)
   if args.sweep:
-    sweep(corpus, cfg, train)
+    sweep(corpus, cfg, train, [int(x) for x in args.sweep_sizes.split(",") if x.strip()])
+  if args.processes:
+    processes(args)
   cli = cli_times(args) if args.cli else None
   if args.skip_torch or args.model != "feature_aan":
     return
@@ -163,29 +175,101 @@ def cli_times(args) -> float:
   return out["leave-one-out, 24 runs"]
 
 
-def sweep(corpus, cfg, train):
-  """A 3 x 2 grid (learning rate x dropout) for 24 runs (12 folds x 2 targets): one program
-  of 144 runs against six engine runs of 24, one per setting (each compiles its own)."""
+def sweep(corpus, cfg, train, sizes=()):
+  """A 3 x 2 grid (learning rate x dropout) for 24 runs (12 folds x 2 targets), 144 runs,
+  three ways in one process: one program of 144 runs, the six settings as six engine runs
+  of 24 (one per point, each its own call), and the engine's own split
+  (runs_per_program=auto, aan_jax.engine.split). All end to end, compilation included."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
   lrs, drops = (1e-4, 5e-4, 1e-3), (0.1, 0.5)
   grid = cfg.copy_and_resolve_references()
   grid.targets = ("arousal", "valence")
   grid.sweep.learning_rate = ",".join(map(str, lrs))
   grid.sweep.dropout = ",".join(map(str, drops))
-  t0 = time.time()
-  res = train.train(corpus, grid)
-  one = time.time() - t0
-  print(f"sweep in one program: {len(res.runs)} runs (3 x 2 grid x 24) in {one:.1f} s end "
-        "to end incl. compile", flush=True)
-  t0 = time.time()
-  for lr in lrs:
-    for d in drops:
-      c = cfg.copy_and_resolve_references()
-      c.targets = ("arousal", "valence")
-      c.learning_rate, c.dropout = lr, d
-      train.train(corpus, c)
-  six = time.time() - t0
-  print(f"the same six settings as six engine runs of 24: {six:.1f} s end to end")
-  print(f"sweep ratio (six programs / one): {six / one:.1f}x", flush=True)
+  times, results = {}, {}
+  for n in sizes:
+    g = grid.copy_and_resolve_references()
+    g.runs_per_program = str(n)
+    t0 = time.time()
+    r = train.train(corpus, g)
+    print(f"sweep, runs_per_program={n}: {r.split['programs']} program(s) of "
+          f"{r.split['runs_per_program_padded']} runs: {time.time() - t0:.1f} s end to end",
+          flush=True)
+  for name, setting in (("one program", str(24 * len(lrs) * len(drops))), ("auto", "auto")):
+    g = grid.copy_and_resolve_references()
+    g.runs_per_program = setting
+    t0 = time.time()
+    results[name] = train.train(corpus, g)
+    times[name] = time.time() - t0
+    s = results[name].split
+    print(f"sweep, {name}: {len(results[name].runs)} runs (3 x 2 grid x 24) in "
+          f"{s['programs']} program(s) of {s['runs_per_program_padded']} runs: "
+          f"{times[name]:.1f} s end to end incl. compile ({s['rule']})", flush=True)
+    if name == "one program":
+      t0 = time.time()
+      for lr in lrs:
+        for d in drops:
+          c = cfg.copy_and_resolve_references()
+          c.targets = ("arousal", "valence")
+          c.learning_rate, c.dropout = lr, d
+          train.train(corpus, c)
+      times["one per point"] = time.time() - t0
+      print(f"sweep, one per point: the same six settings as six engine runs of 24: "
+            f"{times['one per point']:.1f} s end to end", flush=True)
+  gap = float(np.max(np.abs(results["auto"].test_predictions
+                            - results["one program"].test_predictions)))
+  six = times["one per point"]
+  print(f"sweep ratio (one per point / one program): {six / times['one program']:.2f}x; "
+        f"(one per point / auto): {six / times['auto']:.2f}x; largest difference of a test "
+        f"prediction, auto vs one program: {gap:.1e}", flush=True)
+
+
+def processes(args) -> None:
+  """The leave-one-out command (24 runs, args.epochs epochs, early stopping off) as one
+  process and as two local processes (jax.distributed, coordinator on 127.0.0.1, one CPU
+  device each), warm (each run once before, to fill the compilation cache), and the largest
+  difference of their results.json figures."""
+  import json  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  base = [sys.executable, "-m", "experiments.cognimuse_loo", "--config.dataset=synthetic",
+          f"--config.num_epochs={args.epochs}", "--config.patience=0",
+          f"--config.synthetic.segments_per_movie={args.segments}"]
+
+  def launch(workdir, n):
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    extra = lambda i: ([] if n == 1 else [
+        f"--config.distributed.coordinator=127.0.0.1:{port}",
+        f"--config.distributed.num_processes={n}", f"--config.distributed.process_id={i}"])
+    env = dict(os.environ, XLA_FLAGS=" ".join(
+        [os.environ.get("XLA_FLAGS", ""),
+         f"--xla_force_host_platform_device_count={max(1, (os.cpu_count() or 1) // n)}"]))
+    t0 = time.time()
+    procs = [subprocess.Popen(base + [f"--workdir={workdir}"] + extra(i), cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(n)]
+    errs = [p.communicate()[1] for p in procs]
+    wall = time.time() - t0
+    if any(p.returncode for p in procs):
+      raise SystemExit(f"{n} process(es) failed:\n" + "\n".join(e[-1500:] for e in errs))
+    with open(os.path.join(workdir, "results.json")) as f:
+      return wall, json.load(f)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    out = {}
+    for n in (1, 2):
+      launch(f"{tmp}/warm{n}", n)
+      out[n] = launch(f"{tmp}/run{n}", n)
+      print(f"leave-one-out, 24 runs x {args.epochs} epochs, {n} process(es), warm: "
+            f"{out[n][0]:.1f} s wall", flush=True)
+  gap = max(abs(out[1][1][t][k] - out[2][1][t][k])
+            for t in ("arousal", "valence") for k in ("mse", "pcc"))
+  print(f"processes: 1 / 2 = {out[1][0] / out[2][0]:.2f}x; largest difference of a pooled "
+        f"figure in results.json: {gap:.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ points) trained by one compiled program per plan, for every model and task.
   clips     the "per_run" sampler of clip corpora (own batches, BatchNorm state)
   core      Engine: initialisation, the epoch (sampler, then early stopping), prediction
   loop      the host loop, orbax checkpoints, the fingerprint
+  split     runs into programs and processes (runs_per_program, jax.distributed)
+  exchange  .npz files of a program's results and (several processes) checkpoints
 
 Tasks (loss, output transform, figures) are aan_jax.tasks.
 """
@@ -17,4 +19,5 @@ from aan_jax.engine.core import Engine, prng_impl, resolve_encoder_impl  # noqa:
 from aan_jax.engine.loop import NOT_IN_FINGERPRINT, Checkpointer, fingerprint, train  # noqa: F401
 from aan_jax.engine.runs import (  # noqa: F401
     RUN_HPARAMS, Runs, make_runs, make_split_runs, pad_lists, shared_batch_size, stable_id)
+from aan_jax.engine import split  # noqa: F401
 from aan_jax.engine.specs import ModelSpec, get_model_spec, model_names, register_model  # noqa: F401

@@ -43,14 +43,16 @@ def resolve_run_loop(setting: str) -> str:
   return setting
 
 
-def setup(corpus, config, spec, runs, positive, num_devices: int) -> dict:
-  """The plan, the device inputs (data, per-run arrays) and what the outputs need."""
+def setup(corpus, config, spec, runs, positive, num_devices: int, reference=None) -> dict:
+  """The plan, the device inputs (data, per-run arrays) and what the outputs need;
+  `reference` (default `runs`) fixes the steps per epoch (see groups.setup)."""
+  ref = runs if reference is None else reference
   eb = max(1, min(config.eval_batch_size, runs.test_idx.shape[1]))
   chunks = math.ceil(runs.test_idx.shape[1] / eb)
   test_idx, _ = runs_lib.pad_lists(list(runs.test_idx), chunks * eb)  # padding predicts example 0
   batch = int(config.batch_size)
   plan = dict(sampler=spec.sampler, batch=batch,
-              steps=int(max(math.ceil(n / batch) for n in runs.n_train)),
+              steps=int(max(math.ceil(n / batch) for n in ref.n_train)),
               tasks=("categorical",), eval_batch=eb, eval_chunks=chunks, loss=config.loss,
               positive=tuple(positive), lam=float(config.pcce_lambda), num_devices=num_devices,
               run_loop=resolve_run_loop(config.run_loop))

@@ -125,10 +125,12 @@ class Engine:
 
   `targets` and `early_stopping` concern group corpora; a clip corpus has one target (its
   classes) and no validation lists. `positive` are PCCE's positive classes (clip corpora).
+  `reference`: all the runs of the experiment when `runs` is one program of several
+  (aan_jax.engine.split); they fix what the runs of a program share.
   """
 
   def __init__(self, corpus, config, runs, targets: Sequence[str] = (),
-               early_stopping: str = "off", positive: Sequence[int] = ()):
+               early_stopping: str = "off", positive: Sequence[int] = (), reference=None):
     spec = specs.get_model_spec(config.model)  # an unknown model fails before any array moves
     self.config, self.corpus, self.runs, self.spec = config, corpus, runs, spec
     self.targets = tuple(targets)
@@ -139,11 +141,12 @@ class Engine:
       if early_stopping != "off":
         raise ValueError(f"model {config.model!r}: the clip protocols have no validation "
                          "lists, so no early stopping")
-      parts = clips.setup(corpus, config, spec, runs, positive, self.mesh.devices.size)
+      parts = clips.setup(corpus, config, spec, runs, positive, self.mesh.devices.size,
+                          reference)
       history = ("train_loss", "train_accuracy")
     else:
       parts = groups.setup(corpus, config, spec, self.targets, runs, early_stopping,
-                           self.mesh.devices.size, cfg)
+                           self.mesh.devices.size, cfg, reference)
       self.norm, self.pos_weight = parts["norm"], parts["pos_weight"]
       history = ("train_loss",) + (() if early_stopping == "off" else ("val_loss",))
     # The fused CPU encoder takes per-run (traced) dropout rates too, with XLA's masks.
@@ -159,6 +162,7 @@ class Engine:
     root = jax.random.key(config.seed, impl=prng_impl(config.get("prng_impl", "hash32")))
     keys = clips.keys(root) if spec.categorical else groups.keys(root)
     self._init_key, self._train_keys = keys
+    self._init = None  # the initialisation program, made on first use (init_state)
 
   @property
   def num_devices(self) -> int:
@@ -172,20 +176,30 @@ class Engine:
   def steps(self) -> int:
     return self.plan.steps
 
-  def _variables(self) -> dict:
-    if self._example is None:
-      return _init_vmapped(self.plan, self._init_key, jnp.asarray(self.runs.run_id))
-    per = [_init_one(self.plan, self._example, self._init_key, int(i)) for i in self.runs.run_id]
-    return jax.tree.map(lambda *x: jnp.stack(x), *per)
-
   def init_state(self) -> dict:
     """Fresh parameters, optimizer, early-stopping state and history for every run."""
+    lr = jnp.asarray(self.runs.hparams["learning_rate"])
+    if self._example is None:
+      # One program for the whole state: its dozens of small arrays made as eager ops cost
+      # a compile each (seconds on a CPU), and one program loads from the XLA cache.
+      if self._init is None:
+        self._init = jax.jit(self._fresh_state)
+      state = self._init(self._init_key, jnp.asarray(self.runs.run_id), lr)
+    else:
+      per = [_init_one(self.plan, self._example, self._init_key, int(i))
+             for i in self.runs.run_id]
+      state = self._fresh_state(None, None, lr, jax.tree.map(lambda *x: jnp.stack(x), *per))
+    return jax.device_put(state, self.state_sharding(state))
+
+  def _fresh_state(self, key, run_id, learning_rate, variables=None) -> dict:
     r, e = len(self.runs), self.config.num_epochs
-    variables = dict(self._variables())
+    if variables is None:
+      variables = _init_vmapped(self.plan, key, run_id)
+    variables = dict(variables)
     params = variables.pop("params")
     state = {
         "params": params, "collections": variables,
-        "opt_state": _init_opt(self.plan, params, jnp.asarray(self.runs.hparams["learning_rate"])),
+        "opt_state": _init_opt(self.plan, params, learning_rate),
         "best_epoch": jnp.full((r,), -1, jnp.int32),
         "stopped": jnp.zeros((r,), bool),
         "epochs_trained": jnp.zeros((r,), jnp.int32),
@@ -197,7 +211,7 @@ class Engine:
       state.update(best_params=jax.tree.map(jnp.copy, params),
                    best_loss=jnp.full((r,), jnp.inf, jnp.float32),
                    bad_epochs=jnp.zeros((r,), jnp.int32))
-    return jax.device_put(state, self.state_sharding(state))
+    return state
 
   def state_sharding(self, state):
     rep = NamedSharding(self.mesh, P())

@@ -77,8 +77,13 @@ def digest(corpus, mods) -> str:
 
 
 def setup(corpus, config, spec, targets, runs, early_stopping: str, num_devices: int,
-          plan_config: dict) -> dict:
-  """The plan, the device inputs (data, per-run arrays) and what the outputs need."""
+          plan_config: dict, reference=None) -> dict:
+  """The plan, the device inputs (data, per-run arrays) and what the outputs need.
+
+  `reference` (default `runs`): the runs that fix what a program's runs share (the shared
+  batch's size, the modules' dropout), all of the experiment's when `runs` is one program
+  of several (aan_jax.engine.split), so that a run's figures do not depend on the split."""
+  ref = runs if reference is None else reference
   for t in targets:
     if t not in corpus.targets:
       raise ValueError(f"corpus {corpus.name!r} has no target {t!r}; it has {sorted(corpus.targets)}")
@@ -97,29 +102,29 @@ def setup(corpus, config, spec, targets, runs, early_stopping: str, num_devices:
     # Batch rows are groups: `batch_size` training groups per run and step on average.
     film_ok = row_ok.reshape(g, items).any(1)
     n_valid = int(film_ok.sum())
-    train_films = [float(((runs.train_weight[r] > 0) & label_mask[runs.target[r]].any(1)
-                          ).sum()) for r in range(len(runs))]
+    train_films = [float(((ref.train_weight[r] > 0) & label_mask[ref.target[r]].any(1)
+                          ).sum()) for r in range(len(ref))]
     batch = min(n_valid, runs_lib.shared_batch_size(config.batch_size, n_valid,
                                                     np.asarray(train_films)))
     window = max(1, min(int(config.window), items))
     steps = math.ceil(n_valid / batch) * math.ceil(items / window)
-    run_tasks = sorted({target_tasks[t] for t in runs.target})
+    run_tasks = sorted({target_tasks[t] for t in ref.target})
     if len(run_tasks) != 1:
       raise ValueError(f"model {config.model!r} trains one task per program; these runs "
                        f"mix {run_tasks} (aan_jax.training.regression.train groups them by task)")
     plan_config["_task"] = run_tasks[0]  # the head: tanh for regression, a logit for binary
   else:
-    train_rows = [float(((runs.train_weight[r] > 0)[:, None]
-                         & label_mask[runs.target[r]]).sum()) for r in range(len(runs))]
+    train_rows = [float(((ref.train_weight[r] > 0)[:, None]
+                         & label_mask[ref.target[r]]).sum()) for r in range(len(ref))]
     batch = runs_lib.shared_batch_size(config.batch_size, n_valid, np.asarray(train_rows))
     steps = math.ceil(n_valid / batch)
   # Per-run values live in the run arrays, not in the program; the modules are built
   # with the first run's dropout (replaced by each run's own when the rates differ).
-  plan_config["dropout"] = float(runs.hparams["dropout"][0])
+  plan_config["dropout"] = float(ref.hparams["dropout"][0])
   plan = dict(sampler=spec.sampler, batch=batch, steps=steps, tasks=target_tasks,
               early_stopping=early_stopping, num_devices=num_devices, num_groups=g,
               num_items=items, n_valid=n_valid,
-              dropout_traced=len(set(runs.hparams["dropout"].tolist())) > 1,
+              dropout_traced=len(set(ref.hparams["dropout"].tolist())) > 1,
               normalize=bool(config.normalize), window=window)
   targets_arr = np.stack([np.where(corpus.label_mask[t], corpus.targets[t], 0.0)
                           for t in targets]).astype(np.float32)

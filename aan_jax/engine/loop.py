@@ -17,10 +17,14 @@ from typing import Callable
 import jax
 import numpy as np
 
+from aan_jax.engine import exchange
+
 # Settings that do not matter for resume: how often to save, on how many devices, where
 # compiled programs are cached, and what is written after training.
+# How the runs are split over programs and processes is left out too: a run's figures do not
+# depend on it (aan_jax.engine.split), and each program's checkpoint names its own runs.
 NOT_IN_FINGERPRINT = ("checkpoint_every", "max_devices", "compilation_cache", "plots", "export",
-                      "explicit", "bootstrap")
+                      "explicit", "bootstrap", "runs_per_program", "distributed")
 
 
 def fingerprint(engine) -> dict:
@@ -90,7 +94,9 @@ def train(engine, checkpoint_dir: str | None = None,
   for f in compiling:  # before the first call, so that nothing is compiled twice
     f.result()
   engine.compile_seconds = time.time() - t0
-  ckpt = Checkpointer(checkpoint_dir, fingerprint(engine)) if checkpoint_dir else None
+  # With several processes (jax.distributed) orbax would expect every process in each save.
+  kind = Checkpointer if jax.process_count() == 1 else exchange.FileCheckpointer
+  ckpt = kind(checkpoint_dir, fingerprint(engine)) if checkpoint_dir else None
   e, every = engine.config.num_epochs, max(1, engine.config.checkpoint_every)
   try:
     if ckpt is not None:

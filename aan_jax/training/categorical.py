@@ -32,7 +32,8 @@ from aan_jax.data.corpus import ClipCorpus
 from aan_jax.engine import zoo
 from aan_jax.evaluation.classes import evaluate, write_predictions  # noqa: F401
 from aan_jax.training import common
-from aan_jax.util.config import Checks, ConfigError
+from aan_jax.util import distributed
+from aan_jax.util.config import Checks, ConfigError, add_scale_settings
 
 # ----------------------------------------------------------------------------- config
 
@@ -79,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.export = True
   c.plots = True
   c.compilation_cache = "auto"
+  add_scale_settings(c)          # runs_per_program, distributed (docs/distributed.md)
   # Set by the launcher: the settings given on the command line (comma-separated dotted
   # names); the synthetic demo's sizes replace only defaults that are not among them.
   c.explicit = ""
@@ -226,15 +228,17 @@ def fit_config(corpus: ClipCorpus, config) -> ml_collections.ConfigDict:
   return cfg
 
 
-def engine_for(corpus: ClipCorpus, config, runs: eng.Runs | None = None) -> eng.Engine:
-  """The engine of every run of `config` on `corpus` (config fitted to the corpus here)."""
+def engine_for(corpus: ClipCorpus, config, runs: eng.Runs | None = None,
+               reference: eng.Runs | None = None) -> eng.Engine:
+  """The engine of every run of `config` on `corpus` (config fitted to the corpus here), or
+  of `runs`, one program of the experiment's runs `reference` (aan_jax.engine.split)."""
   cfg = fit_config(corpus, config)
   positive = positive_classes(cfg, corpus.classes)
   if cfg.loss == "pcce" and not positive:
     raise ConfigError("loss: pcce needs positive classes; none of "
                       f"{', '.join(corpus.classes)} is known: set positive_classes or use loss=ce")
   return eng.Engine(corpus, cfg, make_runs(corpus, cfg) if runs is None else runs,
-                    positive=positive)
+                    positive=positive, reference=reference)
 
 
 # ----------------------------------------------------------------------------- training
@@ -255,6 +259,7 @@ class Result:
   compile_seconds: float
   num_devices: int
   config: dict                  # the resolved config (sizes read from the data)
+  split: dict | None = None     # how the runs were split over programs and processes
 
 
 def train(corpus: ClipCorpus, config, workdir: str | None = None,
@@ -265,17 +270,41 @@ def train(corpus: ClipCorpus, config, workdir: str | None = None,
   {"epoch", "num_epochs", "running", "runs", "group"}.
   """
   t0 = time.time()
-  engine = engine_for(corpus, config)
-  state = eng.train(engine, os.path.join(workdir, "checkpoints") if workdir else None,
-                    progress, group="categorical")
-  variables = engine.best(state)
-  logits = engine.predict(variables)
-  return Result(corpus, engine.runs, learning_rates(config), logits.astype(np.float32),
-                jax.tree.map(np.asarray, variables),
-                np.asarray(state["history"]["train_loss"]),
-                np.asarray(state["history"]["train_accuracy"]), engine.plan.positive,
-                time.time() - t0, engine.compile_seconds, engine.num_devices,
-                engine.config.to_dict())
+  runs = make_runs(corpus, fit_config(corpus, config))
+  n_dev = len(jax.local_devices())
+  limit, rule = eng.split.runs_per_program(config.runs_per_program, n_dev)
+  nproc = distributed.count()
+  programs = eng.split.split({("categorical",): range(len(runs))}, limit, nproc, n_dev)
+
+  def collect(engine, state):
+    variables = engine.best(state)
+    return {"logits": engine.predict(variables).astype(np.float32),
+            "variables": jax.tree.map(np.asarray, variables),
+            "train_loss": np.asarray(state["history"]["train_loss"]),
+            "train_accuracy": np.asarray(state["history"]["train_accuracy"]),
+            "devices": np.int64(engine.num_devices)}
+
+  engines = []
+
+  def build(p):
+    engine = engine_for(corpus, config, runs.select(p.padded), reference=runs)
+    engines[:] = engines[:1] or [engine]  # the first one says the plan's classes and config
+    return engine
+
+  outputs = eng.split.train(
+      programs, build, collect, os.path.join(workdir, "checkpoints") if workdir else None,
+      progress, exchange_dir=os.path.join(workdir, "distributed") if workdir else None,
+      process=distributed.index(), num_processes=nproc,
+      checkpoint_dir=lambda p: p.name if p.count > 1 else "")
+  if outputs is None:  # another process gathers and writes
+    return None
+  out = eng.split.assemble(programs, outputs, len(runs))
+  probe = engines[0]  # process 0 trains the first program
+  return Result(corpus, runs, learning_rates(config), out["logits"], out["variables"],
+                out["train_loss"], out["train_accuracy"], probe.plan.positive,
+                time.time() - t0, float(sum(out["_seconds"]["compile"])),
+                int(max(out["devices"])), probe.config.to_dict(),
+                split=eng.split.info(programs, limit, rule, nproc))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -339,7 +368,7 @@ def _write(result: Result, corpus: ClipCorpus, config, workdir: str, t0: float, 
       "num_classes": len(corpus.classes),
       "seconds": time.time() - t0, "train_seconds": result.seconds,
       "compile_seconds": result.compile_seconds, "timings": phases.summary(),
-      "devices": result.num_devices,
+      "devices": result.num_devices, "split": result.split,
       "config": result.config, "synthetic": bool(corpus.info.get("synthetic", False)),
       **meta,
   })

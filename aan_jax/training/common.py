@@ -25,7 +25,9 @@ def run_experiment(config, workdir: str, *, load: Callable, describe: Callable,
   printed table. The phases run from the process's start: their sum is its wall time."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from aan_jax.outputs import results  # pylint: disable=g-import-not-at-top
-  from aan_jax.util import timing, xla_cache  # pylint: disable=g-import-not-at-top
+  from aan_jax.util import distributed, timing, xla_cache  # pylint: disable=g-import-not-at-top
+  # Several processes (--config.distributed.*, or a cluster detected): before any computation.
+  distributed.initialize(config)
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   t0 = time.time()
   # The first experiment of a process counts from the process's start (interpreter and
@@ -33,19 +35,29 @@ def run_experiment(config, workdir: str, *, load: Callable, describe: Callable,
   phases = timing.Phases(None if not _STARTED else t0)
   _STARTED.append(t0)
   phases.mark("start-up")
-  xla_cache.enable(config.compilation_cache)  # "" leaves it off
+  cache = xla_cache.enable(config.compilation_cache)  # "" leaves it off
+  cold = cache is not None and xla_cache.is_empty(cache)
   corpus = load(config)
   os.makedirs(workdir, exist_ok=True)
   phases.mark("data")
+  where = (f" (process {jax.process_index()} of {jax.process_count()})"
+           if jax.process_count() > 1 else "")
   print(f"{describe(corpus, config)}, on {len(jax.local_devices())} "
-        f"{jax.default_backend()} device(s)", file=sys.stderr, flush=True)
+        f"{jax.default_backend()} device(s){where}", file=sys.stderr, flush=True)
   progress = results.Progress(config.num_epochs)
   try:
     result = train(corpus, config, workdir, progress)
   finally:
     progress.close()
   phases.mark("training")
+  if result is None:  # one of several processes: its share is trained, process 0 writes
+    print(f"process {jax.process_index()}: its runs are trained; process 0 writes "
+          f"{workdir}", file=sys.stderr)
+    return {}
   phases.split("training", "compile", getattr(result, "compile_seconds", 0.0))
+  if cold:  # a cold start says what it did
+    print(f"compiled the programs in {phases.seconds['compile']:.1f} s and cached them in "
+          f"{cache}: later runs load them", file=sys.stderr, flush=True)
   out = write(result, corpus, config, workdir, t0, phases)
   print(format_table(out))
   print(phases.line(), file=sys.stderr)

@@ -153,6 +153,8 @@ def main(get_config, run, workdir_help: str = "Where results, models, plots and 
         raise
       print("\n".join(explain(e, config, workdir)), file=sys.stderr)
       sys.exit(1)
+    from aan_jax.util import distributed  # pylint: disable=g-import-not-at-top
+    distributed.shutdown()  # several processes: each waits here for the others to finish
     # Every output is written and closed (results.json last): skip the interpreter's
     # teardown of XLA's thread pools and caches, seconds on a loaded CPU, so that the
     # command ends when its work does (results.json's timings then add up to the wall time).

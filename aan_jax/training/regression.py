@@ -43,7 +43,8 @@ from aan_jax.evaluation.selection import evaluate, swept_keys  # noqa: F401  (no
 from aan_jax.evaluation import pooled as ev
 from aan_jax.outputs import tensorboard
 from aan_jax.training import common
-from aan_jax.util.config import Checks, ConfigError
+from aan_jax.util import distributed
+from aan_jax.util.config import Checks, ConfigError, add_scale_settings
 
 DATASETS = ("cognimuse", "eimt16_global", "liris_accede_continuous", "synthetic")
 
@@ -107,7 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic = ml_collections.ConfigDict({
       "segments_per_movie": 360, "seed": 0, "num_movies": 12, "num_epochs": 10,
       "patience": 3, "num_train": 400, "num_test": 100})
-  return c
+  return add_scale_settings(c)  # runs_per_program, distributed (docs/distributed.md)
 
 
 # The paper's hyperparameters (section IV-B), used where a setting is left unset (None).
@@ -297,6 +298,7 @@ class Result:
   config: dict
   encoder_impl: str = "xla"     # the encoder the programs ran ("xla" or "cpu_kernel")
   compile_seconds: float = 0.0  # compiling the programs (inside `seconds`)
+  split: dict | None = None     # how the runs were split over programs and processes
 
 
 def train(corpus: Corpus, config, workdir: str | None = None,
@@ -325,66 +327,64 @@ def train(corpus: Corpus, config, workdir: str | None = None,
     t = targets[runs.target[r]]
     by_size.setdefault((sizes[t], corpus.task(t) if per_task else ""), []).append(r)
 
-  r_total, e = len(runs), config.num_epochs
-  out = {"test": [None] * r_total, "val": [None] * r_total}
-  best_epoch = np.zeros(r_total, np.int32)
-  epochs_trained = np.zeros(r_total, np.int32)
-  history = {k: np.full((r_total, e), np.nan, np.float32) for k in ("train_loss", "val_loss")}
-  norm = {"mean": {}, "std": {}}
-  pos_weight = np.ones(r_total, np.float32)
-  params_parts, devices, impl, compile_s = [], 1, "xla", 0.0
-  for (size, task), rows in sorted(by_size.items()):
-    cfg = config.copy_and_resolve_references()
-    with cfg.unlocked():
-      cfg.batch_size = size
-    engine = eng.Engine(corpus, cfg, runs.select(rows), targets=targets, early_stopping=mode)
-    devices = engine.num_devices
-    impl = engine.plan.config.get("_encoder_impl", "xla")
-    sub = "checkpoints" if len(by_size) == 1 else os.path.join(
-        "checkpoints", f"batch{size}" + (f"_{task}" if task else ""))
-    state = eng.train(engine, os.path.join(workdir, sub) if workdir else None, progress,
-                      group=f"batch {size} {task}".strip())
-    compile_s += engine.compile_seconds
-    best = engine.best(state)
-    test = engine.predict(best, "test")
-    val = engine.predict(best, "val")
-    for j, r in enumerate(rows):
-      transform = tasks.get(corpus.task(targets[runs.target[r]])).transform
-      out["test"][r] = transform(test[j])
-      out["val"][r] = transform(val[j])
-    rows_a = np.asarray(rows)
-    best_epoch[rows_a] = np.asarray(state["best_epoch"])
-    epochs_trained[rows_a] = np.asarray(state["epochs_trained"])
-    for k, v in state["history"].items():
-      history[k][rows_a] = np.asarray(v)
-    pos_weight[rows_a] = engine.pos_weight
-    for k in ("mean", "std"):
-      for m, v in engine.norm[k].items():
-        norm[k].setdefault(m, np.zeros((r_total,) + v.shape[1:], np.float32))[rows_a] = v
-    params_parts.append((rows_a, jax.tree.map(np.asarray, best["params"])))
+  r_total = len(runs)
+  limit, rule = eng.split.runs_per_program(config.runs_per_program, len(jax.local_devices()))
+  nproc, me = distributed.count(), distributed.index()
+  programs = eng.split.split(by_size, limit, nproc, len(jax.local_devices()))
+  cfgs = {}
+  for size, task in by_size:
+    cfgs[(size, task)] = config.copy_and_resolve_references()
+    with cfgs[(size, task)].unlocked():
+      cfgs[(size, task)].batch_size = size
 
+  def build(p):
+    return eng.Engine(corpus, cfgs[p.group], runs.select(p.padded), targets=targets,
+                      early_stopping=mode, reference=runs.select(by_size[p.group]))
+
+  def checkpoint_dir(p):
+    size, task = p.group
+    sub = "" if len(by_size) == 1 else f"batch{size}" + (f"_{task}" if task else "")
+    return os.path.join(sub, p.name if p.count > 1 else "")
+
+  def collect(engine, state):
+    best = engine.best(state)
+    test, val = engine.predict(best, "test"), engine.predict(best, "val")
+    rows = engine.runs
+    transform = lambda a: np.stack([tasks.get(corpus.task(targets[rows.target[j]])).transform(
+        a[j]) for j in range(len(rows))])
+    return {"test": transform(test), "val": transform(val),
+            "best_epoch": np.asarray(state["best_epoch"]),
+            "epochs_trained": np.asarray(state["epochs_trained"]),
+            "history": {k: np.asarray(v) for k, v in state["history"].items()},
+            "pos_weight": engine.pos_weight, "norm": engine.norm,
+            "params": jax.tree.map(np.asarray, best["params"]),
+            "devices": np.int64(engine.num_devices),
+            "impl": np.asarray(engine.plan.config.get("_encoder_impl", "xla"))}
+
+  outputs = eng.split.train(programs, build, collect,
+                            os.path.join(workdir, "checkpoints") if workdir else None,
+                            progress, exchange_dir=(os.path.join(workdir, "distributed")
+                                                    if workdir else None),
+                            process=me, num_processes=nproc, checkpoint_dir=checkpoint_dir)
+  if outputs is None:  # another process gathers and writes
+    return None
+  out = eng.split.assemble(programs, outputs, r_total)
+  history = {k: out["history"].get(k, np.full((r_total, config.num_epochs), np.nan, np.float32))
+             for k in ("train_loss", "val_loss")}
+  best_epoch, epochs_trained = out["best_epoch"], out["epochs_trained"]
   if mode == "off":
     best_epoch = epochs_trained - 1
-  template = params_parts[0][1]
-  best_params = jax.tree.map(
-      lambda leaf: np.zeros((r_total,) + leaf.shape[1:], leaf.dtype), template)
-  for rows_a, p in params_parts:
-    best_params = jax.tree.map(lambda full, part, rr=rows_a: _set_rows(full, rr, part),
-                               best_params, p)
   return Result(
       corpus=corpus, targets=targets, folds=folds, runs=runs, points=points,
-      test_predictions=np.stack(out["test"]).astype(np.float32),
-      val_predictions=np.stack(out["val"]).astype(np.float32), best_params=best_params,
-      norm=norm, pos_weight=pos_weight, best_epoch=best_epoch, epochs_trained=epochs_trained,
-      train_loss=history["train_loss"], val_loss=history["val_loss"], early_stopping=mode,
-      seconds=time.time() - t0, num_devices=devices,
-      batch_sizes={t: sizes[t] for t in targets}, config=config.to_dict(), encoder_impl=impl,
-      compile_seconds=compile_s)
-
-
-def _set_rows(full, rows, part):
-  full[rows] = part
-  return full
+      test_predictions=out["test"].astype(np.float32),
+      val_predictions=out["val"].astype(np.float32), best_params=out["params"],
+      norm=out["norm"], pos_weight=out["pos_weight"], best_epoch=best_epoch,
+      epochs_trained=epochs_trained, train_loss=history["train_loss"],
+      val_loss=history["val_loss"], early_stopping=mode, seconds=time.time() - t0,
+      num_devices=int(max(out["devices"])), batch_sizes={t: sizes[t] for t in targets},
+      config=config.to_dict(), encoder_impl=str(out["impl"][0]),
+      compile_seconds=float(sum(out["_seconds"]["compile"])),
+      split=eng.split.info(programs, limit, rule, nproc))
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -423,7 +423,7 @@ def _write(result: Result, corpus: Corpus, config, workdir: str, t0: float, phas
       "batch_sizes": result.batch_sizes,
       "seconds": time.time() - t0, "train_seconds": result.seconds,
       "compile_seconds": result.compile_seconds, "timings": phases.summary(),
-      "devices": result.num_devices, "config": config.to_dict(),
+      "devices": result.num_devices, "split": result.split, "config": config.to_dict(),
       "synthetic": bool(corpus.info.get("synthetic", False)),
   })
 

@@ -70,7 +70,26 @@ class Checks:
     self.number("learning_rate", 0, low_open=True)
     self.need(self.config.prng_impl in PRNG_IMPLS,
               f"prng_impl: unknown {self.config.prng_impl!r}; use hash32 or threefry2x32")
+    if "runs_per_program" in self.config:
+      v = str(self.config.runs_per_program).strip()
+      self.need(v == "auto" or (v.isdigit() and int(v) >= 1),
+                f"runs_per_program: must be 'auto' or a whole number >= 1; got {v!r}")
+    if "distributed" in self.config:
+      from aan_jax.util import distributed  # pylint: disable=g-import-not-at-top
+      self.problems.extend(distributed.problems(self.config.distributed))
 
   def done(self) -> None:
     if self.problems:
       raise ConfigError("\n".join(self.problems))
+
+
+def add_scale_settings(c):
+  """The settings of how an experiment's runs spread (every task's config carries them):
+  `runs_per_program` ("auto" or a whole number, as text: aan_jax.engine.split) and
+  `distributed` (aan_jax.util.distributed)."""
+  from aan_jax.util import distributed  # pylint: disable=g-import-not-at-top
+  # "auto": the engine's measured rule for the backend; N: at most N runs per compiled
+  # program. Results do not depend on it.
+  c.runs_per_program = "auto"
+  c.distributed = distributed.config()
+  return c
