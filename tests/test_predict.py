@@ -480,10 +480,11 @@ def test_report_in_headless_chromium(video_run, tmp_path):
   assert console == [], console  # no error, warning or failed load (the video included)
   assert 'data-ready="1"' in dom, dom[-2000:]
   assert "data-errors" not in dom
-  curves = re.findall(r'<polyline points="([^"]+)"[^>]*class="curve"', dom)
-  assert len(curves) == 2 and all(len(p.split()) == 2 for p in curves)  # 2 segments each
-  assert dom.count('class="band"') == 2  # the fold band of each target
-  assert dom.count('class="cursor"') == 2 and dom.count('class="face-marker"') == 2
+  # Two segments: each target's points and their fold band as markers, not a line.
+  assert 'class="curve"' not in dom
+  assert dom.count('class="point"') == 4 and dom.count('class="band-bar"') == 4
+  # A cursor on each curve and on the faces lane; the one face event in the lane.
+  assert dom.count('class="cursor"') == 3 and dom.count('class="face-cell"') == 1
   assert "happy" in dom
   doc = json.loads((out / "clip.json").read_text())
   assert ("arousal peak" in dom if doc["events"] else

@@ -39,6 +39,10 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
   p.add_argument("--faces", default=None, metavar="DIR",
                  help="folder of <stem>.events.json face events (default: next to each input, "
                       "then the cache and DIR)")
+  p.add_argument("--face-track", action="store_true",
+                 help="run the face track (MTCNN + FER-2013, as `python -m extract --features "
+                      "faces`) on each video, cached like the features, and show what the faces "
+                      "show: a lane under the curves, face moments with thumbnails")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
   return p
@@ -55,6 +59,6 @@ def main(argv=None, *, prog: str = "python -m experiments.predict",
     return pipeline.predict_films(
         args.inputs, args.models, args.out, cache=args.cache, weights=args.weights,
         device=args.device, link_video=not args.no_video, faces_dir=args.faces,
-        progress=not args.no_progress, overwrite=args.overwrite,
+        progress=not args.no_progress, overwrite=args.overwrite, face_track=args.face_track,
         debug=bool(debug or util_cli.debug_requested(None))).exit_status
   return util_cli.run(run, debug=debug)

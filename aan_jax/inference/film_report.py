@@ -96,9 +96,10 @@ def curves_json(curves: Sequence[Curve]) -> list[dict]:
   return out
 
 
-def to_json(curves: Sequence[Curve], events: list, face_events: list, metadata: dict) -> str:
+def to_json(curves: Sequence[Curve], events: list, face_events: list, metadata: dict,
+            face_moments: list | None = None) -> str:
   doc = {"metadata": metadata, "curves": curves_json(curves), "events": events,
-         "face_events": face_events}
+         "face_events": face_events, "face_moments": face_moments or []}
   return json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
 
 

@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 
 from aan_jax.data import featfile
 from aan_jax.data.features import FEATURE_DIMS
+from aan_jax.inference import face_track as faces
 from aan_jax.inference import film_report
 from aan_jax.inference import predict
 from aan_jax.inference import report_html
@@ -111,6 +112,8 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
         usable = [f for f in ALL if f in have and opts["weights"].get(f) == weights[f]
                   and f in meta["weights"] and f in meta["dims"]
                   and f not in meta.get("nan_features", [])]
+        if "faces" in usable and faces.cached(cache, video, sha) is None:
+          usable.remove("faces")  # its events are gone: the track runs again
     except ValueError:
       have = {}
   missing = [f for f in need if f not in usable]
@@ -119,8 +122,7 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
   new = core.extract_file(video, segmentation=seg, features=missing, device=device,
                           weights={f: weights[f] for f in missing}, sha256=sha, progress=progress)
   if "events" in new:  # the faces extractor's events, found there by the report
-    from extract.faces import save_events  # pylint: disable=g-import-not-at-top
-    save_events(new["events"], cache / f"{pathlib.Path(video).stem}.events.json")
+    faces.save(cache, video, sha, new["events"], new["metadata"])
   if usable:
     new = _merge_cached(have, usable, new, missing, path)
   core.save_npz(new, path)
@@ -146,16 +148,6 @@ def _merge_cached(have: dict, usable: list[str], new: dict, missing: list[str],
   merged.update(start_s=new["start_s"], end_s=new["end_s"],
                 metadata=json.dumps(meta, sort_keys=True))
   return merged
-
-
-def find_face_events(inp: str, dirs: Sequence) -> str | None:
-  """<stem>.events.json next to the input, else in the first of `dirs` (None: skipped) holding
-  one."""
-  stem = pathlib.Path(inp).stem
-  for d in [pathlib.Path(inp).parent, *dirs]:
-    if d is not None and (pathlib.Path(d) / f"{stem}.events.json").is_file():
-      return str(pathlib.Path(d) / f"{stem}.events.json")
-  return None
 
 
 def random_features(metas: list[dict], used: set) -> list[str]:
@@ -252,12 +244,13 @@ def _declared_missing(metas: list, feats_by_seg: dict) -> dict[str, set]:
 def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLike, *,
                  weights: dict, cache: pathlib.Path, device: str | None, bar_factory: Callable,
                  faces_dir: str | None = None, link_video: bool = True,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, face_track: bool = False) -> dict:
   """Features -> curves -> the four outputs for one input, written as a set (all four or
   none); returns a summary (segments per segmentation, whether anything was decoded, the
   random-weight features, the number of events and face events, and the outputs' paths).
 
   A report in out_dir made from a different input is not replaced unless `overwrite`.
+  face_track: run the face track on the input's video (`face_track.run`, cached) and show it.
   """
   stem = pathlib.Path(inp).stem
   if not os.path.isfile(inp):
@@ -279,10 +272,14 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
   report_set.check_finite(curves, sources, feats_by_seg,
                           _declared_missing(metas, feats_by_seg))
   used = {f for need in needs.values() for f in need}
-  random = random_features(metas, used)
   events = predict.events(curves)
-  faces_path = find_face_events(inp, [faces_dir, cache, out_dir])
-  face_events = predict.load_face_events(faces_path) if faces_path else []
+  fr = faces.for_report(inp, sha, video, track=face_track, mode=weights.get("faces", "pretrained"),
+                        dirs=[faces_dir, cache, out_dir], cache=cache, device=device,
+                        bar_factory=bar_factory)
+  face_events = fr.events
+  random = random_features(metas, used)
+  if fr.random and "faces" not in random:
+    random.append("faces")  # the expressions shown come from a random classifier
   out = pathlib.Path(out_dir)
   meta0 = metas[0]
   metadata = {
@@ -296,7 +293,8 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
       "weights": {f: m["weights"][f] for m in metas
                   for f in (m.get("weights") or {}) if f in used},
       "random_weights": random,
-      "face_events_file": os.path.basename(faces_path) if faces_path else None,
+      "face_events_file": os.path.basename(fr.path) if fr.path else None,
+      "face_track": fr.metadata,
       "moments": predict.moment_rules(curves, events),
       "versions": {**(meta0.get("versions") or {}), **package_versions()},
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -309,14 +307,14 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
   paths = report_set.write_set(out, stem, {
       "csv": lambda p: film_report.write_file(p, film_report.to_csv(curves, random)),
       "json": lambda p: film_report.write_file(
-          p, film_report.to_json(curves, events, face_events, metadata)),
+          p, film_report.to_json(curves, events, face_events, metadata, fr.moments)),
       "png": lambda p: film_report.to_png(curves, events, title, p, random),
       "html": lambda p: film_report.write_file(p, report_html.to_html(
-          curves, events, face_events, metadata, title, video_src)),
+          curves, events, face_events, metadata, title, video_src, fr.moments, fr.thumbs)),
   }, may_replace)
   return {"segments": {seg: int(len(d["start_s"])) for seg, d in feats_by_seg.items()},
           "decoded": decoded, "random": random, "events": len(events),
-          "faces": len(face_events), "outputs": paths}
+          "faces": len(face_events), "face_moments": len(fr.moments), "outputs": paths}
 
 
 def load_sources(inputs: Sequence[str], model_sources: Sequence[str],
@@ -360,7 +358,7 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
                   weights: str | Mapping[str, str] = "pretrained", device: str | None = None,
                   link_video: bool = True, faces_dir: str | None = None,
                   progress: bool = True, overwrite: bool = False,
-                  debug: bool = False) -> PredictionRun:
+                  debug: bool = False, face_track: bool = False) -> PredictionRun:
   """The four outputs for each input in `out_dir` (see the module docstring).
 
   model_sources: `predict.load_source` specs (released:DIR, a workdir, NAME=SOURCE, ...).
@@ -369,9 +367,11 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
   link_video: the HTML page links the video by a relative path. faces_dir: where
   <stem>.events.json face events are looked for after the input's folder (then the cache and
   out_dir). overwrite: replace reports made from other inputs. debug: an input's unexpected
-  failure raises (with its traceback) instead of being one FAILED line. Raises SetupError (no
-  output written) when the settings cannot work. Each input's outputs are written as a set:
-  a failure, or Ctrl-C (KeyboardInterrupt), leaves nothing of that input.
+  failure raises (with its traceback) instead of being one FAILED line. face_track: run the
+  face track (MTCNN + FER-2013, as `python -m extract --features faces`) on each video, kept in
+  the cache, and show it on the report (a faces lane, face moments with thumbnails). Raises
+  SetupError (no output written) when the settings cannot work. Each input's outputs are
+  written as a set: a failure, or Ctrl-C (KeyboardInterrupt), leaves nothing of that input.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from extract import core, media  # pylint: disable=g-import-not-at-top
@@ -425,7 +425,8 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
                          device=device,
                          bar_factory=lambda d: tqdm(desc=d, unit="seg", position=1, leave=False,
                                                     disable=quiet),
-                         faces_dir=faces_dir, link_video=link_video, overwrite=overwrite)
+                         faces_dir=faces_dir, link_video=link_video, overwrite=overwrite,
+                         face_track=face_track)
         result.films.append(FilmResult(inp, summary=s))
         overall.write(f"{printable(inp)}: {'; '.join(_notes(s))} -> "
                       f"{printable(pathlib.Path(out_dir) / stem)}.{{csv,json,png,html}}")

@@ -1,8 +1,12 @@
 """A film's report as one self-contained HTML page (no network, no CDN, no library).
 
-The page: the video (linked by a relative path), the curves with a cursor that follows
-playback, the notable moments and the faces; its data is one JSON element read by its own
-script. `film_report.to_html` calls `to_html` here.
+The first screen (a 1280x800 window, no scrolling) answers the film person's question: the
+video (linked by a relative path) beside the moments (the notable moments the models can back,
+and the face moments, each with a thumbnail of the face), then the curves with a cursor that
+follows playback (their height fits what is left of the window) and the faces lane: each face
+track's expression over time (colour: the class; opacity: its probability). A film of one or
+two segments draws its points and their band as markers. The data is one JSON element read by
+the page's own script; nothing is fetched.
 """
 
 from __future__ import annotations
@@ -23,10 +27,19 @@ def _script_json(x) -> str:
 
 
 def to_html(curves: Sequence[Curve], events: list, face_events: list, metadata: dict,
-            title: str, video_src: str | None) -> str:
-  """One page, no network: the video (a relative path) above the curves, events beside."""
+            title: str, video_src: str | None, face_moments: Sequence[dict] | None = None,
+            thumbs: Sequence | None = None) -> str:
+  """One page, no network: the video (a relative path) and the moments, the curves, the faces
+  lane. face_moments: `face_track.moments`; thumbs: a data URI (or None) for each."""
   sources = list(dict.fromkeys(c.source for c in curves))
+  face_moments = list(face_moments or [])
+  thumbs = list(thumbs or [None] * len(face_moments))
+  track = metadata.get("face_track") or {}
   data = {"curves": curves_json(curves), "events": events, "faceEvents": face_events,
+          "faceMoments": [{**m, "thumb": t} for m, t in zip(face_moments, thumbs)],
+          "faceClasses": list(FACE_COLOURS), "faceColours": FACE_COLOURS,
+          "faceNote": ("no face found" if track.get("ran") else
+                       "faces not tracked (run with --face-track)"),
           "colours": {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(sources)},
           "randomWeights": metadata.get("random_weights", []),
           "noMoment": (metadata.get("moments") or {}).get("none")
@@ -40,42 +53,50 @@ def to_html(curves: Sequence[Curve], events: list, face_events: list, metadata: 
       title=html.escape(title), warn=(f'<div class="warn">{html.escape(warn)}</div>'
                                       if warn else ""),
       video=video, data=_script_json(data),
-      meta=html.escape(json.dumps({k: metadata[k] for k in ("segmentation", "features", "weights")
-                                   if k in metadata}, indent=1)))
+      meta=html.escape(json.dumps({k: metadata[k] for k in (
+          "segmentation", "features", "weights", "moments", "face_track") if k in metadata},
+          indent=1)))
 
+
+# The FER-2013 classes (extract.faces, aan_jax.models.fer) and their colours in the lane.
+FACE_COLOURS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#2ca02c",
+                "sad": "#1f77b4", "surprise": "#ff7f0e", "neutral": "#8a8a8a"}
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}: predicted emotion</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 16px; color: #222; }}
-h1 {{ font-size: 20px; margin: 0 0 8px; }}
-.warn {{ background: #c00; color: #fff; padding: 6px 10px; font-weight: bold; margin-bottom: 8px; }}
-.top {{ display: flex; gap: 16px; align-items: flex-start; }}
-video {{ width: 560px; max-width: 60vw; background: #000; }}
-#novideo {{ width: 300px; padding: 20px; background: #eee; color: #666; }}
-.lists {{ flex: 1; max-height: 340px; overflow-y: auto; font-size: 13px; }}
-.lists h2 {{ font-size: 14px; margin: 4px 0; }}
-.lists li {{ cursor: pointer; padding: 2px 4px; list-style: none; }}
+body {{ font-family: system-ui, sans-serif; margin: 8px 12px; color: #222; }}
+h1 {{ font-size: 17px; margin: 0 0 6px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
+.warn {{ background: #c00; color: #fff; padding: 4px 10px; font-weight: bold; margin-bottom: 6px; font-size: 13px; }}
+.top {{ display: flex; gap: 14px; align-items: stretch; height: 270px; }}
+video {{ width: 480px; height: 270px; background: #000; flex: none; }}
+#novideo {{ width: 300px; padding: 20px; background: #eee; color: #666; flex: none; }}
+.lists {{ flex: 1; overflow-y: auto; font-size: 13px; border: 1px solid #ddd; padding: 4px 6px; }}
+.lists h2 {{ font-size: 14px; margin: 2px 0 4px; }}
+.lists li {{ cursor: pointer; padding: 2px 4px; list-style: none; display: flex; align-items: center; gap: 6px; }}
 .lists li:hover {{ background: #eef; }}
-.lists ul {{ padding: 0; margin: 0 0 8px; }}
-.time {{ font-variant-numeric: tabular-nums; color: #555; margin-right: 6px; }}
-#plots svg {{ display: block; margin-top: 6px; cursor: crosshair; }}
+.lists li.empty {{ cursor: default; color: #555; font-style: italic; }}
+.lists ul {{ padding: 0; margin: 0 0 6px; }}
+.thumb {{ width: 40px; height: 40px; border-radius: 3px; flex: none; }}
+.swatch-face {{ display: inline-block; width: 10px; height: 10px; border-radius: 2px; flex: none; }}
+.time {{ font-variant-numeric: tabular-nums; color: #555; }}
+#plots svg, #lane svg {{ display: block; margin-top: 2px; cursor: crosshair; }}
 #tip {{ position: fixed; pointer-events: none; background: rgba(255,255,255,.95); border: 1px solid #999;
   padding: 4px 6px; font-size: 12px; display: none; white-space: pre; }}
 details {{ font-size: 12px; margin-top: 10px; }}
-#legend {{ font-size: 13px; margin-top: 10px; display: flex; gap: 18px; flex-wrap: wrap; }}
+#legend {{ font-size: 12px; margin-top: 4px; display: flex; gap: 18px; flex-wrap: wrap; }}
 .swatch {{ display: inline-block; width: 14px; height: 4px; margin-right: 6px; vertical-align: middle; }}
 </style></head>
 <body>
 <h1>{title}</h1>
 {warn}
 <div class="top">{video}
-<div class="lists"><h2>Notable moments</h2><ul id="events"></ul>
-<h2>Faces</h2><ul id="faces"></ul></div></div>
+<div class="lists" id="lists"><h2>Moments</h2><ul id="events"></ul></div></div>
 <div id="legend"></div>
 <div id="plots"></div>
+<div id="lane"></div>
 <div id="tip"></div>
 <details><summary>How this was made</summary><pre>{meta}</pre></details>
 <script>
@@ -89,9 +110,11 @@ window.addEventListener("error", e => {{ document.documentElement.dataset.errors
 const D = JSON.parse(document.getElementById("data").textContent);
 const video = document.getElementById("video");
 const NS = "http://www.w3.org/2000/svg";
-const W = 1000, H = 170, L = 56, R = 12, T = 10, B = 24;
+const plots = document.getElementById("plots");
+const W = Math.max(600, Math.min(1400, plots.clientWidth || 1000)), L = 56, R = 12, T = 8, B = 20;
 let tMax = 0;
 for (const c of D.curves) tMax = Math.max(tMax, c.end_s[c.end_s.length - 1] || 0);
+for (const e of D.faceEvents) tMax = Math.max(tMax, e.seconds);
 const fmt = s => {{ const m = Math.floor(s / 60), x = Math.floor(s % 60); return m + ":" + String(x).padStart(2, "0"); }};
 const X = t => L + (W - L - R) * t / (tMax || 1);
 const T_of = px => Math.max(0, Math.min(tMax, (px - L) / (W - L - R) * tMax));
@@ -116,6 +139,39 @@ for (const src of Object.keys(D.colours)) {{
   legend.appendChild(item);
 }}
 const tip = document.getElementById("tip");
+function hover(svg, lines) {{
+  const toT = ev => {{ const r = svg.getBoundingClientRect(); return T_of((ev.clientX - r.left) * W / r.width); }};
+  svg.addEventListener("click", ev => seek(toT(ev)));
+  svg.addEventListener("mousemove", ev => {{
+    tip.textContent = lines(toT(ev), ev).join("\\n");
+    tip.style.display = "block"; tip.style.left = (ev.clientX + 12) + "px"; tip.style.top = (ev.clientY + 12) + "px";
+  }});
+  svg.addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
+}}
+function axis(svg, h) {{
+  const step = tMax > 1200 ? 300 : tMax > 300 ? 60 : tMax > 60 ? 10 : tMax > 12 ? 5 : 1;
+  for (let t = 0; t <= tMax; t += step)
+    el("text", {{x: X(t), y: h - 5, "text-anchor": "middle", "font-size": 11, fill: "#555"}}, svg).textContent = fmt(t);
+}}
+// The faces lane: one row per face track (tracks that never overlap share a row, 6 rows at most).
+const tracks = {{}};
+for (const e of D.faceEvents) {{ const id = e.object && e.object.id != null ? e.object.id : 0;
+  (tracks[id] = tracks[id] || []).push(e); }}
+const times = [...new Set(D.faceEvents.map(e => e.seconds))].sort((a, b) => a - b);
+const gaps = times.slice(1).map((t, i) => t - times[i]).sort((a, b) => a - b);
+const faceStep = gaps.length ? gaps[Math.floor(gaps.length / 2)] : 0.5;
+const rowEnd = [], rowOf = {{}};
+for (const id of Object.keys(tracks).sort((a, b) => tracks[a][0].seconds - tracks[b][0].seconds)) {{
+  const evs = tracks[id], s = evs[0].seconds, e = evs[evs.length - 1].seconds + faceStep;
+  let r = rowEnd.findIndex(x => x <= s);
+  if (r < 0) r = rowEnd.length < 6 ? rowEnd.length : rowEnd.length - 1;
+  rowEnd[r] = Math.max(rowEnd[r] || 0, e); rowOf[id] = r;
+}}
+const ROW = 14, laneH = D.faceEvents.length ? 18 + ROW * rowEnd.length + B : 0;
+// The curves fill what the window has left below the top row (between 90 and 170 px each).
+const plotsTop = (plots.getBoundingClientRect().top || 0) + (window.scrollY || 0);
+const room = (window.innerHeight || 800) - plotsTop - laneH - 12;
+const H = Math.round(Math.max(90, Math.min(170, room / Math.max(1, targets.length))));
 for (const target of targets) {{
   const cs = D.curves.filter(c => c.target === target);
   let lo = Infinity, hi = -Infinity;
@@ -125,9 +181,8 @@ for (const target of targets) {{
   if (!(hi > lo)) {{ lo -= 0.5; hi += 0.5; }}
   const pad = (hi - lo) * 0.05; lo -= pad; hi += pad;
   const Y = v => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
-  const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{H}}`, width: "100%", "data-target": target}});
-  svg.style.maxWidth = W + "px";
-  document.getElementById("plots").appendChild(svg);
+  const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{H}}`, width: W, height: H, "data-target": target}});
+  plots.appendChild(svg);
   el("rect", {{x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fafafa", stroke: "#ccc"}}, svg);
   const dec = Math.min(6, Math.max(0, Math.ceil(-Math.log10((hi - lo) / 4)) + 1));
   for (let k = 0; k <= 4; k++) {{
@@ -135,9 +190,7 @@ for (const target of targets) {{
     el("text", {{x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#555"}}, svg).textContent = v.toFixed(dec);
     el("line", {{x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#eee"}}, svg);
   }}
-  const step = tMax > 1200 ? 300 : tMax > 300 ? 60 : tMax > 60 ? 10 : 5;
-  for (let t = 0; t <= tMax; t += step)
-    el("text", {{x: X(t), y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#555"}}, svg).textContent = fmt(t);
+  axis(svg, H);
   el("text", {{x: L + 6, y: T + 14, "font-size": 12, "font-weight": "bold"}}, svg).textContent =
     target + (cs.some(c => c.task === "binary") ? " (probability)" : "");
   for (const c of cs) {{
@@ -147,7 +200,18 @@ for (const target of targets) {{
     const runs = [];
     mid.forEach((t, i) => {{ if (c.mean[i] === null) return;
       if (i && c.mean[i - 1] !== null && runs.length) runs[runs.length - 1].push(i); else runs.push([i]); }});
+    // One or two segments (or a piece of one between gaps): points and their band as markers.
+    const few = mid.length <= 2;
     for (const run of runs) {{
+      if (few || run.length === 1) {{
+        for (const i of run) {{
+          if (c.low) el("line", {{x1: X(mid[i]), x2: X(mid[i]), y1: Y(c.low[i]), y2: Y(c.high[i]), stroke: col,
+            "stroke-opacity": 0.45, "stroke-width": 10, class: "band-bar"}}, svg);
+          el("circle", {{cx: X(mid[i]), cy: Y(c.mean[i]), r: 4.5, fill: col, class: "point",
+                         "data-source": c.source}}, svg);
+        }}
+        continue;
+      }}
       if (c.low) {{
         const up = run.map(i => X(mid[i]) + "," + Y(c.high[i]));
         const dn = run.map(i => X(mid[i]) + "," + Y(c.low[i])).reverse();
@@ -159,14 +223,8 @@ for (const target of targets) {{
   }}
   for (const ev of D.events.filter(e => e.object.target === target))
     el("circle", {{cx: X(ev.seconds), cy: T + 4, r: 4, fill: "#333", class: "marker"}}, svg);
-  for (const ev of D.faceEvents)
-    el("rect", {{x: X(ev.seconds) - 1, y: H - B - 6, width: 2, height: 6, fill: "#b50", class: "face-marker"}}, svg);
-  const cur = el("line", {{x1: L, x2: L, y1: T, y2: H - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg);
-  cursors.push(cur);
-  const toT = ev => {{ const r = svg.getBoundingClientRect(); return T_of((ev.clientX - r.left) * W / r.width); }};
-  svg.addEventListener("click", ev => seek(toT(ev)));
-  svg.addEventListener("mousemove", ev => {{
-    const t = toT(ev);
+  cursors.push(el("line", {{x1: L, x2: L, y1: T, y2: H - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg));
+  hover(svg, t => {{
     const lines = [target + " at " + fmt(t)];
     for (const c of cs) {{
       let i = c.start_s.findIndex((s, k) => t >= s && t < c.end_s[k]);
@@ -176,24 +234,58 @@ for (const target of targets) {{
       if (c.low) s += "  [" + c.low[i].toFixed(3) + ", " + c.high[i].toFixed(3) + "]";
       lines.push(s);
     }}
-    tip.textContent = lines.join("\\n");
-    tip.style.display = "block"; tip.style.left = (ev.clientX + 12) + "px"; tip.style.top = (ev.clientY + 12) + "px";
+    return lines;
   }});
-  svg.addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
 }}
-function fill(id, list, text, empty) {{
-  const ul = document.getElementById(id);
-  if (!list.length) {{ const li = document.createElement("li"); li.className = "empty"; li.textContent = empty || "none"; ul.appendChild(li); return; }}
-  for (const ev of list) {{
-    const li = document.createElement("li");
-    const s = document.createElement("span"); s.className = "time"; s.textContent = fmt(ev.seconds);
-    li.appendChild(s); li.appendChild(document.createTextNode(text(ev)));
-    li.addEventListener("click", () => seek(ev.seconds));
-    ul.appendChild(li);
+if (D.faceEvents.length) {{
+  const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{laneH}}`, width: W, height: laneH, class: "faces-lane"}});
+  document.getElementById("lane").appendChild(svg);
+  el("text", {{x: L - 4, y: 13, "text-anchor": "end", "font-size": 12, "font-weight": "bold"}}, svg).textContent = "faces";
+  let x = L;
+  for (const k of D.faceClasses) {{
+    el("rect", {{x: x, y: 4, width: 10, height: 10, fill: D.faceColours[k]}}, svg);
+    const label = el("text", {{x: x + 13, y: 13, "font-size": 11, fill: "#444"}}, svg); label.textContent = k;
+    x += 20 + 7 * k.length;
   }}
+  el("text", {{x: x + 6, y: 13, "font-size": 11, fill: "#777"}}, svg).textContent = "(opacity: probability; one row per face track)";
+  for (const id in tracks) {{
+    const y = 18 + ROW * rowOf[id];
+    for (const e of tracks[id])
+      el("rect", {{x: X(e.seconds), y: y, width: Math.max(1, X(e.seconds + faceStep) - X(e.seconds)), height: ROW - 3,
+                   fill: D.faceColours[e.class] || "#444", "fill-opacity": Math.max(0.2, Number(e.object.score) || 0),
+                   class: "face-cell"}}, svg);
+  }}
+  axis(svg, laneH);
+  cursors.push(el("line", {{x1: L, x2: L, y1: 16, y2: laneH - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg));
+  hover(svg, t => {{
+    const lines = ["faces at " + fmt(t)];
+    for (const id in tracks) for (const e of tracks[id])
+      if (t >= e.seconds && t < e.seconds + faceStep) lines.push("face " + id + ": " + e.class + " " + Number(e.object.score).toFixed(2));
+    if (lines.length === 1) lines.push("no face");
+    return lines;
+  }});
 }}
-fill("events", D.events, ev => ev.class.replace("_", " ") + " (" + ev.object.source + "): " + ev.object.evidence.text, D.noMoment);
-fill("faces", D.faceEvents, ev => ev.class + (ev.object && ev.object.score != null ? " (face " + ev.object.id + ", score " + Number(ev.object.score).toFixed(2) + ")" : ""));
+// The moments: what the models can back, and what the faces show (a thumbnail each), in time order.
+const ul = document.getElementById("events");
+function item(seconds, text, thumb, colour, cls) {{
+  const li = document.createElement("li"); li.className = cls;
+  if (thumb) {{ const img = document.createElement("img"); img.className = "thumb"; img.src = thumb; img.alt = "face"; li.appendChild(img); }}
+  else if (colour) {{ const sw = document.createElement("span"); sw.className = "swatch-face"; sw.style.background = colour; li.appendChild(sw); }}
+  const s = document.createElement("span"); s.className = "time"; s.textContent = fmt(seconds);
+  li.appendChild(s); li.appendChild(document.createTextNode(text));
+  li.addEventListener("click", () => seek(seconds));
+  ul.appendChild(li);
+}}
+function note(text) {{ const li = document.createElement("li"); li.className = "empty"; li.textContent = text; ul.appendChild(li); }}
+if (!D.events.length) note(D.noMoment);
+const all = D.events.map(ev => [ev.seconds, 0, ev]).concat(D.faceMoments.map(m => [m.seconds, 1, m]));
+all.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+for (const [t, face, ev] of all) {{
+  if (face) item(t, "face " + ev.object.id + ": " + ev.class + " (" + Number(ev.object.score).toFixed(2) + ", " +
+                 fmt(ev.object.start_s) + "-" + fmt(ev.object.end_s) + ")", ev.thumb, D.faceColours[ev.class], "face-moment");
+  else item(t, ev.class.replace("_", " ") + " (" + ev.object.source + "): " + ev.object.evidence.text, null, null, "moment");
+}}
+if (!D.faceEvents.length) note(D.faceNote);
 // A link to a moment: report.html#t=83 opens the video there.
 const start = /t=([0-9.]+)/.exec(location.hash);
 if (start) {{
