@@ -14,6 +14,7 @@ import tempfile
 
 from aan_jax.util import cli
 from aan_jax.data.features import FEATURES, canonical_modalities
+from extract.presets import FAST
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
                  help="fixed:5 | excerpt:64 | subsegments:4x16 | sliding:10:5 (default fixed:5)")
   p.add_argument("--features", default=",".join(FEATURES),
                  help=f"comma-separated subset of {','.join(FEATURES)},faces (default: the five)")
+  p.add_argument("--fast", action="store_true",
+                 help="the fast preset: each video model sees a few frames per segment "
+                      f"(ResNet-50 {FAST.resnet50_frames}, FlowNetS {FAST.flownet_pairs} pairs, "
+                      f"I3D one {FAST.i3d_frames}-frame clip; audio unchanged), several times "
+                      "faster; its fidelity to the full extraction is measured in "
+                      "docs/extraction.md. Recorded in the metadata; default: every frame")
   p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
   p.add_argument("--weights", default="pretrained",
                  help="pretrained | random (tests only) | per feature, e.g. "
@@ -123,6 +130,7 @@ def _main(argv) -> int:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  preset = "fast" if args.fast else "full"
   out_dir = pathlib.Path(args.out)
   _check_out_dir(out_dir)
   device = args.device
@@ -158,7 +166,7 @@ def _main(argv) -> int:
         target = out_dir / f"{stem}.npz"
         sha = core.file_sha256(video)
         options = core.options_key(args.segmentation, features, weights, args.missing_audio,
-                                   args.face_fps)
+                                   args.face_fps, preset=preset)
         existing = _Existing(target, sha, options)
         events_path = out_dir / f"{stem}.events.json"
         if (existing.kind == "done" and not args.overwrite
@@ -182,7 +190,7 @@ def _main(argv) -> int:
                                      device=device, weights=weights,
                                      missing_audio=args.missing_audio, sha256=sha,
                                      allow_truncated=args.allow_truncated, progress=progress,
-                                     face_fps=args.face_fps)
+                                     face_fps=args.face_fps, preset=preset)
         finally:
           bar.close()
         if not args.overwrite and _Existing(target, sha, options).kind == "other":
@@ -210,6 +218,9 @@ def _main(argv) -> int:
         random = [f for f, w in meta["weights"].items() if w.get("mode") == "random"]
         if random:
           notes.append(f"RANDOM weights for {', '.join(random)} (tests only)")
+        if preset != "full":
+          notes.insert(0, f"{preset} preset: frames sampled per segment, see the metadata's "
+                       "'preset'")
         overall.write(f"{video}: {meta['num_segments']} segments -> {target}"
                       + (f" ({'; '.join(notes)})" if notes else ""))
       except (media.MediaError, WeightsNotFound, ValueError, OSError) as e:

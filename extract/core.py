@@ -15,6 +15,7 @@ from aan_jax.data.features import (AUDIO_FEATURES, FEATURE_DIMS, FEATURES, VIDEO
                               canonical_modalities)
 from aan_jax.util.hashing import file_sha256  # noqa: F401  (core.file_sha256 for its callers)
 from extract import media
+from extract import presets
 
 FORMAT_VERSION = 1
 # Frames handed to the video models at once: segments are batched until this many frames.
@@ -64,13 +65,19 @@ def parse_weights(weights: str | Mapping[str, str], features: Sequence[str]) -> 
 
 
 def options_key(segmentation: str, features: Sequence[str], weights: Mapping[str, str],
-                missing_audio: str, face_fps: float = 2.0) -> dict:
-  """What must match for an existing output to count as done (the device does not matter)."""
+                missing_audio: str, face_fps: float = 2.0, preset: str = "full") -> dict:
+  """What must match for an existing output to count as done (the device does not matter).
+
+  A preset other than full adds its settings, so that an output of one preset never counts
+  as done for another (a full output made before presets existed still counts as full).
+  """
+  pre = presets.get(preset)
   return {"segmentation": media.parse_segmentation(segmentation).spec,
           "features": list(features), "weights": {f: weights[f] for f in features},
           "missing_audio": missing_audio, "crop": media.CROP, "resize_short": media.RESIZE_SHORT,
           "format_version": FORMAT_VERSION,
-          **({"face_fps": float(face_fps)} if "faces" in features else {})}
+          **({"face_fps": float(face_fps)} if "faces" in features else {}),
+          **({"preset": pre.settings()} if pre.name != "full" else {})}
 
 
 def versions() -> dict:
@@ -90,7 +97,7 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
                  weights: str | Mapping[str, str] = "pretrained", missing_audio: str = "error",
                  sha256: str | None = None, allow_truncated: bool = False,
                  progress: Callable[[int, int], None] | None = None,
-                 face_fps: float = 2.0) -> dict:
+                 face_fps: float = 2.0, preset: str = "full") -> dict:
   """Extracts features of one file; returns what its .npz holds (arrays + "metadata" JSON str).
 
   missing_audio: "error" (audio features of a file with no audio stream raise) or "nan"
@@ -99,6 +106,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   short) raises MediaError unless this is set; then what is there is extracted and the
   shortfall is recorded in metadata["truncated"].
   progress(done, total) is called as segments are finished.
+  preset: "full" (every frame, the paper's protocol) or "fast" (a few frames per segment for
+  each video model; extract/presets.py); recorded in metadata["preset"].
   With `faces`, result["events"] is the list of face events (not saved in the .npz).
   """
   path = str(video_path)
@@ -106,6 +115,7 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   features = canonical_modalities(features)
   seg = media.parse_segmentation(segmentation)
   wmodes = parse_weights(weights, features)
+  pre = presets.get(preset)
   if missing_audio not in ("error", "nan"):
     raise ValueError(f"missing_audio={missing_audio!r}; expected 'error' or 'nan'")
   info = media.probe(path)
@@ -130,6 +140,9 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
   extractors = {f: _make(f, wmodes[f], device) for f in features if f not in nan_features}
   out = {f: np.full((n, FEATURE_DIMS[f]), np.nan, np.float32) for f in features}
   done = 0
+  chosen = None  # per segment, which decoded frames each model uses (a sampling preset)
+  if video_feats and pre.samples:
+    chosen = [presets.select(ix, pre) for ix in media.frame_indices(plan, info.frame_times)]
 
   def flush(batch):
     nonlocal done
@@ -137,7 +150,17 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
     frames = [x for _, x in batch]
     for f in video_feats:
       ex = extractors[f]
-      out[f][idx] = ex.clips(frames) if f == "i3d" else ex.segments(frames)
+      if chosen is not None:
+        sel = [chosen[i] for i in idx]
+        if f == "i3d":
+          out[f][idx] = ex.clips([x[s.i3d] for x, s in zip(frames, sel)])
+        elif f == "flownet":
+          out[f][idx] = ex.pair_segments([x[s.flow_first] for x, s in zip(frames, sel)],
+                                         [x[s.flow_second] for x, s in zip(frames, sel)])
+        else:
+          out[f][idx] = ex.segments([x[s.resnet50] for x, s in zip(frames, sel)])
+      else:
+        out[f][idx] = ex.clips(frames) if f == "i3d" else ex.segments(frames)
     done += len(batch)
     if progress:
       progress(done, n)
@@ -150,7 +173,8 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
     dec = media.Decoder(path, info, plan, video=bool(video_feats),
                         audio=bool(audio_feats) and not nan_features,
                         tolerate_errors=bool(truncated),
-                        on_audio=audio_run.push if audio_run else None)
+                        on_audio=audio_run.push if audio_run else None,
+                        indices=[s.frames for s in chosen] if chosen is not None else None)
     if video_feats:
       batch, count = [], 0
       for i, frames in dec.segments():
@@ -211,7 +235,9 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
       # None, or what a file cut short lacks (extracted with allow_truncated).
       "truncated": ({**truncated, "decoding_stopped": dec.stopped_early} if truncated
                     else None),
-      "options": options_key(seg.spec, features, wmodes, missing_audio),
+      "options": options_key(seg.spec, features, wmodes, missing_audio, preset=pre.name),
+      # How many frames each video model saw per segment ("full": all; "fast": a few).
+      "preset": pre.settings(),
       "preprocessing": {"crop": media.CROP, "resize_short": media.RESIZE_SHORT,
                         "audio_rate": media.AUDIO_RATE},
       "device": device,

@@ -264,7 +264,8 @@ class Decoder:
   def __init__(self, path: str, info: MediaInfo, plan: SegmentPlan, *, video: bool, audio: bool,
                crop: int = CROP, resize_short: int = RESIZE_SHORT,
                tolerate_errors: bool = False,
-               on_audio: Callable[[np.ndarray], None] | None = None):
+               on_audio: Callable[[np.ndarray], None] | None = None,
+               indices: Sequence[np.ndarray] | None = None):
     self.path, self.info, self.plan = str(path), info, plan
     # A file known to be cut short: its last packet is usually partial. An error then
     # ends the decoding (recorded in stopped_early) instead of failing the file.
@@ -278,7 +279,14 @@ class Decoder:
     self.on_audio = on_audio
     self.audio_samples = 0  # samples of the aligned track so far
     self._done = False  # the whole file was decoded
-    self.indices = frame_indices(plan, info.frame_times) if self.want_video else []
+    # The frames each segment yields (indices into info.frame_times): by default every frame
+    # the plan gives it; a preset that samples frames passes its own (only those are resized).
+    if not self.want_video:
+      self.indices = []
+    elif indices is not None:
+      self.indices = [np.asarray(i, np.int64) for i in indices]
+    else:
+      self.indices = frame_indices(plan, info.frame_times)
 
   def segments(self) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (segment index, uint8 frames (n, crop, crop, 3)) in segment order.

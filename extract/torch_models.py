@@ -208,6 +208,17 @@ class FlowNetExtractor(_TorchExtractor):
       return np.full((len(segments), self.dim), np.nan, np.float32)
     return _segment_means(self._run(np.concatenate(pairs), self._prep), counts, self.dim)
 
+  def pair_segments(self, firsts: Sequence[np.ndarray], seconds: Sequence[np.ndarray]
+                    ) -> np.ndarray:
+    """Given pairs per segment (frames firsts[i][j] -> seconds[i][j]), the mean over each
+    segment's pairs (the fast preset's few pairs; `segments` pairs every consecutive frame)."""
+    pairs = [np.concatenate([_uint8(a, "segment frames"), _uint8(b, "segment frames")], axis=-1)
+             for a, b in zip(firsts, seconds)]
+    counts = [len(p) for p in pairs]
+    if not sum(counts):
+      return np.full((len(pairs), self.dim), np.nan, np.float32)
+    return _segment_means(self._run(np.concatenate(pairs), self._prep), counts, self.dim)
+
 
 class VGGishNet(nn.Module):
   """VGGish up to its 128-d embedding (ReLU output); names match torchvggish's state_dict."""

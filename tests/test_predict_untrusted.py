@@ -402,7 +402,9 @@ def test_schema_and_reader_agree():
            {"nan_features": ["vggish", "vggish"]}, {"num_segments": -1},
            {"num_segments": True}, {"dims": {"vggish": 128}}, {"dims": {"vggish": 12}},
            {"truncated": None}, {"truncated": 3}, {"device": "cpu"}, {"device": 0},
-           {"format_version": 1}, {"format_version": 0}, {"other": [1, 2]}, [], "x"]
+           {"format_version": 1}, {"format_version": 0}, {"other": [1, 2]}, [], "x",
+           {"preset": {"name": "fast", "i3d_frames_per_segment": 16}}, {"preset": {"name": "full"}},
+           {"preset": {"name": "quick"}}, {"preset": {}}, {"preset": "fast"}]
   for meta in cases:
     by_schema = jsonschema.Draft202012Validator(schema).is_valid(meta)
     try:

@@ -32,6 +32,8 @@ MAX_BYTES = 4 << 30  # feature files are far smaller; a larger declaration is a 
 SEGMENTATION_RE = re.compile(r"^(fixed:\d+(\.\d+)?|sliding:\d+(\.\d+)?:\d+(\.\d+)?|"
                              r"excerpt:\d+|subsegments:\d+x\d+)$")
 _ARRAYS = ("start_s", "end_s", "metadata")
+# Extraction presets (extract/presets.py): what a file's metadata "preset" may name.
+PRESETS = ("full", "fast")
 
 
 class FeatureFileError(ValueError):
@@ -132,7 +134,16 @@ FIELDS = {
     "device": _typed(lambda v: v is None or isinstance(v, str), "null or a string"),
     "versions": _typed(lambda v: isinstance(v, dict), "an object"),
     "faces": _typed(lambda v: isinstance(v, dict), "an object"),
+    "preset": _typed(lambda v: isinstance(v, dict) and v.get("name") in PRESETS,
+                     "an object whose name is full or fast"),
 }
+
+
+def preset_of(meta: Mapping) -> str:
+  """The extraction preset a file's metadata records ("full" when it records none: files made
+  before presets existed, and hand-made ones)."""
+  p = meta.get("preset") if isinstance(meta, Mapping) else None
+  return p["name"] if isinstance(p, dict) and p.get("name") in PRESETS else "full"
 
 
 def check_metadata(meta: Any, where: str = "metadata", *, error=FeatureFileError) -> dict:

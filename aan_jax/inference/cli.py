@@ -43,6 +43,10 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
                  help="run the face track (MTCNN + FER-2013, as `python -m extract --features "
                       "faces`) on each video, cached like the features, and show what the faces "
                       "show: a lane under the curves, face moments with thumbnails")
+  p.add_argument("--fast", action="store_true",
+                 help="extract a video's features with the fast preset (a few frames per segment "
+                      "for each video model; its fidelity is measured in docs/extraction.md); the "
+                      "outputs say 'fast'. Default: every frame, as the models were trained")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
   return p
@@ -60,5 +64,6 @@ def main(argv=None, *, prog: str = "python -m experiments.predict",
         args.inputs, args.models, args.out, cache=args.cache, weights=args.weights,
         device=args.device, link_video=not args.no_video, faces_dir=args.faces,
         progress=not args.no_progress, overwrite=args.overwrite, face_track=args.face_track,
+        preset="fast" if args.fast else "full",
         debug=bool(debug or util_cli.debug_requested(None))).exit_status
   return util_cli.run(run, debug=debug)

@@ -93,11 +93,16 @@ def _seg_tag(seg: str) -> str:
 
 
 def cached_features(video: str, sha: str, seg: str, need: list[str], weights: dict,
-                    cache: pathlib.Path, device: str, progress) -> tuple[dict, bool]:
+                    cache: pathlib.Path, device: str, progress, preset: str = "full"
+                    ) -> tuple[dict, bool]:
   """The file's features for one segmentation, from the cache or extracted (only the
-  missing ones) and added to it; returns (arrays + metadata, whether anything was decoded)."""
+  missing ones) and added to it; returns (arrays + metadata, whether anything was decoded).
+
+  The cache is keyed on the extraction preset (its own file, and the metadata's preset
+  checked): features of one preset are never served for another."""
   from extract import core  # pylint: disable=g-import-not-at-top
-  path = cache / f"{pathlib.Path(video).stem}.{sha[:12]}.{_seg_tag(seg)}.npz"
+  tag = "" if preset == "full" else f".{preset}"
+  path = cache / f"{pathlib.Path(video).stem}.{sha[:12]}.{_seg_tag(seg)}{tag}.npz"
   have, usable = {}, []
   if path.is_file():
     try:  # a damaged or stale entry (an older format, no options) is redone
@@ -106,7 +111,8 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
       opts = meta.get("options")
       if (meta.get("source", {}).get("sha256") != sha or meta.get("segmentation") != seg
           or not isinstance(opts, dict) or not isinstance(opts.get("weights"), dict)
-          or not isinstance(meta.get("weights"), dict) or not isinstance(meta.get("dims"), dict)):
+          or not isinstance(meta.get("weights"), dict) or not isinstance(meta.get("dims"), dict)
+          or featfile.preset_of(meta) != preset):
         have = {}
       else:
         usable = [f for f in ALL if f in have and opts["weights"].get(f) == weights[f]
@@ -120,7 +126,8 @@ def cached_features(video: str, sha: str, seg: str, need: list[str], weights: di
   if not missing:
     return have, False
   new = core.extract_file(video, segmentation=seg, features=missing, device=device,
-                          weights={f: weights[f] for f in missing}, sha256=sha, progress=progress)
+                          weights={f: weights[f] for f in missing}, sha256=sha, progress=progress,
+                          preset=preset)
   if "events" in new:  # the faces extractor's events, found there by the report
     faces.save(cache, video, sha, new["events"], new["metadata"])
   if usable:
@@ -183,7 +190,7 @@ def feature_needs(sources: Sequence[predict.Source]) -> dict[str, list[str]]:
 
 
 def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, device: str,
-                    bar_factory) -> tuple[dict, list, str, str | None, bool]:
+                    bar_factory, preset: str = "full") -> tuple[dict, list, str, str | None, bool]:
   """(features by segmentation, their metadata, source sha256, the video or None, decoded?)."""
   from extract import core  # pylint: disable=g-import-not-at-top
   feats_by_seg, metas, decoded = {}, [], False
@@ -218,7 +225,7 @@ def _input_features(inp: str, needs: dict, weights: dict, cache: pathlib.Path, d
       bar.total = total
       bar.update(done - bar.n)
     try:
-      data, did = cached_features(inp, sha, seg, need, weights, cache, device, progress)
+      data, did = cached_features(inp, sha, seg, need, weights, cache, device, progress, preset)
     except Exception as e:  # pylint: disable=broad-except
       if "has no audio stream" in str(e):  # the extractor's advice names its own option
         raise ValueError(str(e).split(" (use --missing-audio")[0] + " (use video-only models, "
@@ -244,7 +251,7 @@ def _declared_missing(metas: list, feats_by_seg: dict) -> dict[str, set]:
 def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLike, *,
                  weights: dict, cache: pathlib.Path, device: str | None, bar_factory: Callable,
                  faces_dir: str | None = None, link_video: bool = True,
-                 overwrite: bool = False, face_track: bool = False) -> dict:
+                 overwrite: bool = False, face_track: bool = False, preset: str = "full") -> dict:
   """Features -> curves -> the four outputs for one input, written as a set (all four or
   none); returns a summary (segments per segmentation, whether anything was decoded, the
   random-weight features, the number of events and face events, and the outputs' paths).
@@ -263,7 +270,9 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
     raise ValueError(f"{inp}: {why}; not replaced (use --overwrite to replace it, or another "
                      "--out)")
   feats_by_seg, metas, sha, video, decoded = _input_features(inp, needs, weights, cache, device,
-                                                             bar_factory)
+                                                             bar_factory, preset)
+  # What the features were extracted with ("fast" where any of them came from the fast preset).
+  extraction = "fast" if any(featfile.preset_of(m) == "fast" for m in metas) else "full"
   empty = [seg for seg, d in feats_by_seg.items() if len(d["start_s"]) == 0]
   if empty:
     raise ValueError(f"{inp}: has 0 segments ({empty[0]}): nothing to predict (the film is "
@@ -293,6 +302,7 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
       "weights": {f: m["weights"][f] for m in metas
                   for f in (m.get("weights") or {}) if f in used},
       "random_weights": random,
+      "extraction_preset": extraction,
       "face_events_file": os.path.basename(fr.path) if fr.path else None,
       "face_track": fr.metadata,
       "moments": predict.moment_rules(curves, events),
@@ -300,6 +310,8 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   title = f"{stem}: " + ", ".join(s.name for s in sources)
+  if extraction == "fast":
+    title += " (fast features)"
   video_src = None
   if video and link_video:
     video_src = pathlib.Path(os.path.relpath(os.path.abspath(video), os.path.abspath(out))
@@ -314,7 +326,8 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
   }, may_replace)
   return {"segments": {seg: int(len(d["start_s"])) for seg, d in feats_by_seg.items()},
           "decoded": decoded, "random": random, "events": len(events),
-          "faces": len(face_events), "face_moments": len(fr.moments), "outputs": paths}
+          "faces": len(face_events), "extraction_preset": extraction,
+          "face_moments": len(fr.moments), "outputs": paths}
 
 
 def load_sources(inputs: Sequence[str], model_sources: Sequence[str],
@@ -358,7 +371,8 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
                   weights: str | Mapping[str, str] = "pretrained", device: str | None = None,
                   link_video: bool = True, faces_dir: str | None = None,
                   progress: bool = True, overwrite: bool = False,
-                  debug: bool = False, face_track: bool = False) -> PredictionRun:
+                  debug: bool = False, face_track: bool = False,
+                  preset: str = "full") -> PredictionRun:
   """The four outputs for each input in `out_dir` (see the module docstring).
 
   model_sources: `predict.load_source` specs (released:DIR, a workdir, NAME=SOURCE, ...).
@@ -426,7 +440,7 @@ def predict_films(inputs: Sequence[str], model_sources: Sequence[str],
                          bar_factory=lambda d: tqdm(desc=d, unit="seg", position=1, leave=False,
                                                     disable=quiet),
                          faces_dir=faces_dir, link_video=link_video, overwrite=overwrite,
-                         face_track=face_track)
+                         face_track=face_track, preset=preset)
         result.films.append(FilmResult(inp, summary=s))
         overall.write(f"{printable(inp)}: {'; '.join(_notes(s))} -> "
                       f"{printable(pathlib.Path(out_dir) / stem)}.{{csv,json,png,html}}")
@@ -460,6 +474,8 @@ def _notes(s: dict) -> list[str]:
   """A summary of `predict_film` as the command's line for that input says it."""
   notes = [f"{n} segments ({seg})" for seg, n in s["segments"].items()]
   notes.append("features extracted" if s["decoded"] else "features from the cache/npz")
+  if s.get("extraction_preset") == "fast":
+    notes.append("FAST features (frames sampled per segment)")
   notes.append(f"{s['events']} events" + (f", {s['faces']} face events" if s["faces"] else ""))
   if s["random"]:
     notes.append(f"RANDOM weights for {', '.join(s['random'])} (tests only)")
