@@ -245,10 +245,14 @@ def for_report(inp: str, sha: str, video: str | None, *, track: bool, mode: str,
         bar.update(done - bar.n)
     try:
       t = run(video, vsha, mode, cache, device, progress)
+    except ValueError as e:  # extract's MediaError is one
+      if "has no video stream" not in str(e):
+        raise
+      note = "--face-track not run: the input has no video stream"  # the curves still can be
     finally:
       if bar is not None:
         bar.close()
-    path = t.path
+    path = t.path if t else None
   else:
     if track:
       note = ("--face-track not run: the input is a feature file and its video (metadata "

@@ -122,8 +122,12 @@ def to_png(curves: Sequence[Curve], events: list, title: str, path: str,
       t = (c.start_s + c.end_s) / 2 / scale
       label = mathtext_safe(c.source) + (f" (mean of {len(c.fold_names)} folds, band min-max)"
                           if c.has_band else "")
-      ax.plot(t, c.mean, color=col, lw=1.3, label=label)
-      if c.has_band:
+      few = len(t) <= 2  # one or two segments: points and their band as markers
+      ax.plot(t, c.mean, color=col, lw=1.3, label=label, marker="o" if few else None,
+              ls="none" if few else "-")
+      if c.has_band and few:
+        ax.vlines(t, c.low, c.high, color=col, alpha=0.45, lw=6)
+      elif c.has_band:
         ax.fill_between(t, c.low, c.high, color=col, alpha=0.2, lw=0)
     for ev in events:
       if ev["object"].get("target") == target:
@@ -136,6 +140,7 @@ def to_png(curves: Sequence[Curve], events: list, title: str, path: str,
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=7)
   axes[-1, 0].set_xlabel("time (min)" if minutes else "time (s)")
+  axes[-1, 0].set_xlim(0, span / scale)  # the whole film, a one-segment one too
   warn = warning_line(random_features)
   fig.suptitle(mathtext_safe(title) + (f"\n{warn}" if warn else ""), fontsize=10,
                color="red" if warn else "black")
