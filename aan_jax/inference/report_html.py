@@ -168,10 +168,10 @@ for (const id of Object.keys(tracks).sort((a, b) => tracks[a][0].seconds - track
   rowEnd[r] = Math.max(rowEnd[r] || 0, e); rowOf[id] = r;
 }}
 const ROW = 14, laneH = D.faceEvents.length ? 18 + ROW * rowEnd.length + B : 0;
-// The curves fill what the window has left below the top row (between 90 and 170 px each).
+// The curves fill what the window has left below the top row (between 70 and 170 px each).
 const plotsTop = (plots.getBoundingClientRect().top || 0) + (window.scrollY || 0);
 const room = (window.innerHeight || 800) - plotsTop - laneH - 12;
-const H = Math.round(Math.max(90, Math.min(170, room / Math.max(1, targets.length))));
+const H = Math.round(Math.max(70, Math.min(170, room / Math.max(1, targets.length))));
 for (const target of targets) {{
   const cs = D.curves.filter(c => c.target === target);
   let lo = Infinity, hi = -Infinity;
