@@ -201,3 +201,27 @@ def test_face_track_on_a_file_without_video_says_so(face_run, tmp_path):
                    "vggish=random", "--face-track", "--no-progress"]) == 0
   doc = json.loads((tmp_path / "o" / "sound.json").read_text())
   assert doc["face_events"] == [] and "no video stream" in doc["metadata"]["face_track"]["note"]
+
+
+def test_face_moments_are_stretches_of_one_expression(tmp_path):
+  """Per track: a change of expression starts a moment, a one-sample flicker inside a longer
+  track does not, a track seen once still counts; the cap keeps the best-backed ones; an
+  unreadable video gives moments without thumbnails (no failure)."""
+  from aan_jax.inference import face_track
+
+  def ev(t, cls, tid, score=0.9):
+    return {"type": "emotion", "class": cls, "seconds": t,
+            "object": {"id": tid, "box": [10, 10, 50, 50], "score": score}}
+  evs = ([ev(t / 2, "happy", 0) for t in range(0, 6)] + [ev(3.0, "sad", 0)]
+         + [ev(t / 2, "happy", 0, 0.99) for t in range(7, 10)]
+         + [ev(t / 2, "angry", 0) for t in range(10, 14)] + [ev(2.0, "neutral", 1, 0.6)])
+  ms = face_track.moments(evs)
+  got = [(m["class"], m["object"]["id"], m["object"]["start_s"], m["object"]["end_s"],
+          m["object"]["samples"]) for m in ms]
+  assert got == [("happy", 0, 0.0, 3.0, 6), ("neutral", 1, 2.0, 2.5, 1),
+                 ("happy", 0, 3.5, 5.0, 3), ("angry", 0, 5.0, 7.0, 4)]
+  assert ms[2]["seconds"] == 3.5 and ms[2]["object"]["score"] == 0.99
+  top = face_track.moments(evs, max_moments=2)
+  assert [m["object"]["samples"] for m in top] == [6, 4]  # time order, the best-backed two
+  (tmp_path / "bad.mp4").write_bytes(b"not a video")
+  assert face_track.thumbnails(str(tmp_path / "bad.mp4"), ms) == [None] * 4
