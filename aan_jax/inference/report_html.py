@@ -111,7 +111,8 @@ const D = JSON.parse(document.getElementById("data").textContent);
 const video = document.getElementById("video");
 const NS = "http://www.w3.org/2000/svg";
 const plots = document.getElementById("plots");
-const W = Math.max(600, Math.min(1400, plots.clientWidth || 1000)), L = 56, R = 12, T = 8, B = 20;
+let W = 1000, H = 170;
+const L = 56, R = 12, T = 8, B = 20;
 let tMax = 0;
 for (const c of D.curves) tMax = Math.max(tMax, c.end_s[c.end_s.length - 1] || 0);
 for (const e of D.faceEvents) tMax = Math.max(tMax, e.seconds);
@@ -125,8 +126,8 @@ function el(tag, attrs, parent) {{
   return e;
 }}
 function seek(t) {{ if (video) {{ video.currentTime = t; }} setCursor(t); }}
-const cursors = [];
-function setCursor(t) {{ for (const c of cursors) {{ c.setAttribute("x1", X(t)); c.setAttribute("x2", X(t)); }} }}
+let cursors = [], lastT = 0;
+function setCursor(t) {{ lastT = t; for (const c of cursors) {{ c.setAttribute("x1", X(t)); c.setAttribute("x2", X(t)); }} }}
 const targets = [...new Set(D.curves.map(c => c.target))];
 const legend = document.getElementById("legend");
 for (const src of Object.keys(D.colours)) {{
@@ -168,103 +169,113 @@ for (const id of Object.keys(tracks).sort((a, b) => tracks[a][0].seconds - track
   rowEnd[r] = Math.max(rowEnd[r] || 0, e); rowOf[id] = r;
 }}
 const ROW = 14, laneH = D.faceEvents.length ? 18 + ROW * rowEnd.length + B : 0;
-// The curves fill what the window has left below the top row (between 70 and 170 px each).
-const plotsTop = (plots.getBoundingClientRect().top || 0) + (window.scrollY || 0);
-const room = (window.innerHeight || 800) - plotsTop - laneH - 12;
-const H = Math.round(Math.max(70, Math.min(170, room / Math.max(1, targets.length))));
-for (const target of targets) {{
-  const cs = D.curves.filter(c => c.target === target);
-  let lo = Infinity, hi = -Infinity;
-  for (const c of cs) for (const v of (c.low || c.mean).concat(c.high || c.mean)) {{ if (v !== null) {{ lo = Math.min(lo, v); hi = Math.max(hi, v); }} }}
-  if (!isFinite(lo)) {{ lo = 0; hi = 1; }}
-  if (cs.some(c => c.task === "binary")) {{ lo = 0; hi = 1; }}
-  if (!(hi > lo)) {{ lo -= 0.5; hi += 0.5; }}
-  const pad = (hi - lo) * 0.05; lo -= pad; hi += pad;
-  const Y = v => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
-  const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{H}}`, width: W, height: H, "data-target": target}});
-  plots.appendChild(svg);
-  el("rect", {{x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fafafa", stroke: "#ccc"}}, svg);
-  const dec = Math.min(6, Math.max(0, Math.ceil(-Math.log10((hi - lo) / 4)) + 1));
-  for (let k = 0; k <= 4; k++) {{
-    const v = lo + (hi - lo) * k / 4;
-    el("text", {{x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#555"}}, svg).textContent = v.toFixed(dec);
-    el("line", {{x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#eee"}}, svg);
-  }}
-  axis(svg, H);
-  el("text", {{x: L + 6, y: T + 14, "font-size": 12, "font-weight": "bold"}}, svg).textContent =
-    target + (cs.some(c => c.task === "binary") ? " (probability)" : "");
-  for (const c of cs) {{
-    const mid = c.start_s.map((s, i) => (s + c.end_s[i]) / 2);
-    const col = D.colours[c.source];
-    // A segment the input declared missing is null: the curve breaks there (one piece per run).
-    const runs = [];
-    mid.forEach((t, i) => {{ if (c.mean[i] === null) return;
-      if (i && c.mean[i - 1] !== null && runs.length) runs[runs.length - 1].push(i); else runs.push([i]); }});
-    // One or two segments (or a piece of one between gaps): points and their band as markers.
-    const few = mid.length <= 2;
-    for (const run of runs) {{
-      if (few || run.length === 1) {{
-        for (const i of run) {{
-          if (c.low) el("line", {{x1: X(mid[i]), x2: X(mid[i]), y1: Y(c.low[i]), y2: Y(c.high[i]), stroke: col,
-            "stroke-opacity": 0.45, "stroke-width": 10, class: "band-bar"}}, svg);
-          el("circle", {{cx: X(mid[i]), cy: Y(c.mean[i]), r: 4.5, fill: col, class: "point",
-                         "data-source": c.source}}, svg);
-        }}
-        continue;
-      }}
-      if (c.low) {{
-        const up = run.map(i => X(mid[i]) + "," + Y(c.high[i]));
-        const dn = run.map(i => X(mid[i]) + "," + Y(c.low[i])).reverse();
-        el("polygon", {{points: up.concat(dn).join(" "), fill: col, "fill-opacity": 0.2, class: "band"}}, svg);
-      }}
-      el("polyline", {{points: run.map(i => X(mid[i]) + "," + Y(c.mean[i])).join(" "), fill: "none",
-                       stroke: col, "stroke-width": 1.6, class: "curve", "data-source": c.source}}, svg);
+function draw() {{
+  // Drawn again when the window changes size: the curves fill what it has left below the
+  // top row (between 70 and 170 px each).
+  plots.textContent = ""; document.getElementById("lane").textContent = ""; cursors = [];
+  W = Math.max(600, Math.min(1400, plots.clientWidth || 1000));
+  const plotsTop = (plots.getBoundingClientRect().top || 0) + (window.scrollY || 0);
+  const room = (window.innerHeight || 800) - plotsTop - laneH - 12;
+  H = Math.round(Math.max(70, Math.min(170, room / Math.max(1, targets.length))));
+  for (const target of targets) {{
+    const cs = D.curves.filter(c => c.target === target);
+    let lo = Infinity, hi = -Infinity;
+    for (const c of cs) for (const v of (c.low || c.mean).concat(c.high || c.mean)) {{ if (v !== null) {{ lo = Math.min(lo, v); hi = Math.max(hi, v); }} }}
+    if (!isFinite(lo)) {{ lo = 0; hi = 1; }}
+    if (cs.some(c => c.task === "binary")) {{ lo = 0; hi = 1; }}
+    if (!(hi > lo)) {{ lo -= 0.5; hi += 0.5; }}
+    const pad = (hi - lo) * 0.05; lo -= pad; hi += pad;
+    const Y = v => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+    const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{H}}`, width: W, height: H, "data-target": target}});
+    plots.appendChild(svg);
+    el("rect", {{x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fafafa", stroke: "#ccc"}}, svg);
+    const dec = Math.min(6, Math.max(0, Math.ceil(-Math.log10((hi - lo) / 4)) + 1));
+    for (let k = 0; k <= 4; k++) {{
+      const v = lo + (hi - lo) * k / 4;
+      el("text", {{x: L - 4, y: Y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#555"}}, svg).textContent = v.toFixed(dec);
+      el("line", {{x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#eee"}}, svg);
     }}
-  }}
-  for (const ev of D.events.filter(e => e.object.target === target))
-    el("circle", {{cx: X(ev.seconds), cy: T + 4, r: 4, fill: "#333", class: "marker"}}, svg);
-  cursors.push(el("line", {{x1: L, x2: L, y1: T, y2: H - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg));
-  hover(svg, t => {{
-    const lines = [target + " at " + fmt(t)];
+    axis(svg, H);
+    el("text", {{x: L + 6, y: T + 14, "font-size": 12, "font-weight": "bold"}}, svg).textContent =
+      target + (cs.some(c => c.task === "binary") ? " (probability)" : "");
     for (const c of cs) {{
-      let i = c.start_s.findIndex((s, k) => t >= s && t < c.end_s[k]);
-      if (i < 0) continue;
-      if (c.mean[i] === null) {{ lines.push(c.source + ": no value (features missing)"); continue; }}
-      let s = c.source + ": " + c.mean[i].toFixed(3);
-      if (c.low) s += "  [" + c.low[i].toFixed(3) + ", " + c.high[i].toFixed(3) + "]";
-      lines.push(s);
+      const mid = c.start_s.map((s, i) => (s + c.end_s[i]) / 2);
+      const col = D.colours[c.source];
+      // A segment the input declared missing is null: the curve breaks there (one piece per run).
+      const runs = [];
+      mid.forEach((t, i) => {{ if (c.mean[i] === null) return;
+        if (i && c.mean[i - 1] !== null && runs.length) runs[runs.length - 1].push(i); else runs.push([i]); }});
+      // One or two segments (or a piece of one between gaps): points and their band as markers.
+      const few = mid.length <= 2;
+      for (const run of runs) {{
+        if (few || run.length === 1) {{
+          for (const i of run) {{
+            if (c.low) el("line", {{x1: X(mid[i]), x2: X(mid[i]), y1: Y(c.low[i]), y2: Y(c.high[i]), stroke: col,
+              "stroke-opacity": 0.45, "stroke-width": 10, class: "band-bar"}}, svg);
+            el("circle", {{cx: X(mid[i]), cy: Y(c.mean[i]), r: 4.5, fill: col, class: "point",
+                           "data-source": c.source}}, svg);
+          }}
+          continue;
+        }}
+        if (c.low) {{
+          const up = run.map(i => X(mid[i]) + "," + Y(c.high[i]));
+          const dn = run.map(i => X(mid[i]) + "," + Y(c.low[i])).reverse();
+          el("polygon", {{points: up.concat(dn).join(" "), fill: col, "fill-opacity": 0.2, class: "band"}}, svg);
+        }}
+        el("polyline", {{points: run.map(i => X(mid[i]) + "," + Y(c.mean[i])).join(" "), fill: "none",
+                         stroke: col, "stroke-width": 1.6, class: "curve", "data-source": c.source}}, svg);
+      }}
     }}
-    return lines;
-  }});
-}}
-if (D.faceEvents.length) {{
-  const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{laneH}}`, width: W, height: laneH, class: "faces-lane"}});
-  document.getElementById("lane").appendChild(svg);
-  el("text", {{x: L - 4, y: 13, "text-anchor": "end", "font-size": 12, "font-weight": "bold"}}, svg).textContent = "faces";
-  let x = L;
-  for (const k of D.faceClasses) {{
-    el("rect", {{x: x, y: 4, width: 10, height: 10, fill: D.faceColours[k]}}, svg);
-    const label = el("text", {{x: x + 13, y: 13, "font-size": 11, fill: "#444"}}, svg); label.textContent = k;
-    x += 20 + 7 * k.length;
+    for (const ev of D.events.filter(e => e.object.target === target))
+      el("circle", {{cx: X(ev.seconds), cy: T + 4, r: 4, fill: "#333", class: "marker"}}, svg);
+    cursors.push(el("line", {{x1: L, x2: L, y1: T, y2: H - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg));
+    hover(svg, t => {{
+      const lines = [target + " at " + fmt(t)];
+      for (const c of cs) {{
+        let i = c.start_s.findIndex((s, k) => t >= s && t < c.end_s[k]);
+        if (i < 0) continue;
+        if (c.mean[i] === null) {{ lines.push(c.source + ": no value (features missing)"); continue; }}
+        let s = c.source + ": " + c.mean[i].toFixed(3);
+        if (c.low) s += "  [" + c.low[i].toFixed(3) + ", " + c.high[i].toFixed(3) + "]";
+        lines.push(s);
+      }}
+      return lines;
+    }});
   }}
-  el("text", {{x: x + 6, y: 13, "font-size": 11, fill: "#777"}}, svg).textContent = "(opacity: probability; one row per face track)";
-  for (const id in tracks) {{
-    const y = 18 + ROW * rowOf[id];
-    for (const e of tracks[id])
-      el("rect", {{x: X(e.seconds), y: y, width: Math.max(1, X(e.seconds + faceStep) - X(e.seconds)), height: ROW - 3,
-                   fill: D.faceColours[e.class] || "#444", "fill-opacity": Math.max(0.2, Number(e.object.score) || 0),
-                   class: "face-cell"}}, svg);
+  if (D.faceEvents.length) {{
+    const svg = el("svg", {{viewBox: `0 0 ${{W}} ${{laneH}}`, width: W, height: laneH, class: "faces-lane"}});
+    document.getElementById("lane").appendChild(svg);
+    el("text", {{x: L - 4, y: 13, "text-anchor": "end", "font-size": 12, "font-weight": "bold"}}, svg).textContent = "faces";
+    let x = L;
+    for (const k of D.faceClasses) {{
+      el("rect", {{x: x, y: 4, width: 10, height: 10, fill: D.faceColours[k]}}, svg);
+      const label = el("text", {{x: x + 13, y: 13, "font-size": 11, fill: "#444"}}, svg); label.textContent = k;
+      x += 20 + 7 * k.length;
+    }}
+    el("text", {{x: x + 6, y: 13, "font-size": 11, fill: "#777"}}, svg).textContent = "(opacity: probability; one row per face track)";
+    for (const id in tracks) {{
+      const y = 18 + ROW * rowOf[id];
+      for (const e of tracks[id])
+        el("rect", {{x: X(e.seconds), y: y, width: Math.max(1, X(e.seconds + faceStep) - X(e.seconds) + 0.5), height: ROW - 3,
+                     "shape-rendering": "crispEdges",
+                     fill: D.faceColours[e.class] || "#444", "fill-opacity": Math.max(0.2, Number(e.object.score) || 0),
+                     class: "face-cell"}}, svg);
+    }}
+    axis(svg, laneH);
+    cursors.push(el("line", {{x1: L, x2: L, y1: 16, y2: laneH - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg));
+    hover(svg, t => {{
+      const lines = ["faces at " + fmt(t)];
+      for (const id in tracks) for (const e of tracks[id])
+        if (t >= e.seconds && t < e.seconds + faceStep) lines.push("face " + id + ": " + e.class + " " + Number(e.object.score).toFixed(2));
+      if (lines.length === 1) lines.push("no face");
+      return lines;
+    }});
   }}
-  axis(svg, laneH);
-  cursors.push(el("line", {{x1: L, x2: L, y1: 16, y2: laneH - B, stroke: "#000", "stroke-width": 1, class: "cursor"}}, svg));
-  hover(svg, t => {{
-    const lines = ["faces at " + fmt(t)];
-    for (const id in tracks) for (const e of tracks[id])
-      if (t >= e.seconds && t < e.seconds + faceStep) lines.push("face " + id + ": " + e.class + " " + Number(e.object.score).toFixed(2));
-    if (lines.length === 1) lines.push("no face");
-    return lines;
-  }});
+  setCursor(lastT);
 }}
+draw();
+let resizing = null;
+window.addEventListener("resize", () => {{ clearTimeout(resizing); resizing = setTimeout(draw, 100); }});
 // The moments: what the models can back, and what the faces show (a thumbnail each), in time order.
 const ul = document.getElementById("events");
 function item(seconds, text, thumb, colour, cls) {{
