@@ -165,3 +165,24 @@ def test_xla_flags_only_those_the_installed_jaxlib_knows(monkeypatch):
     raise metadata.PackageNotFoundError(name)
   monkeypatch.setattr(metadata, "version", missing)
   assert jaxlib_version() == (0, 0)
+
+
+def test_a_kill_while_writing_leaves_a_workdir_the_same_command_completes(tmp_path, monkeypatch):
+  """Checkpoints are saved asynchronously; the last one is complete before the outputs are
+  written, so the rerun trains nothing and writes what an uninterrupted run writes."""
+  from aan_jax.outputs import plots
+  c = _tiny(cognimuse_loo.get_config(), checkpoint_every=1)
+  clean = train.train_and_evaluate(c, str(tmp_path / "clean"))
+
+  def killed(*a, **k):
+    raise KeyboardInterrupt  # what SIGINT raises; the files on disk are a kill's
+  monkeypatch.setattr(plots, "plot_result", killed)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
+  assert not (tmp_path / "w" / "results.json").exists()
+  monkeypatch.undo()
+  again = train.train_and_evaluate(c, str(tmp_path / "w"))
+  assert again["timings"]["training"] < clean["timings"]["training"]  # restored, not retrained
+  for t in ("arousal", "valence"):
+    assert again[t]["mse"] == clean[t]["mse"] and again[t]["pcc"] == clean[t]["pcc"]
+  _contract(tmp_path / "w", ("arousal", "valence"), 8)
