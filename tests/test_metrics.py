@@ -57,3 +57,24 @@ def test_loss_finite_on_constant_predictions():
 def test_loss_rewards_correlation():
   y = jnp.linspace(-1, 1, 30)
   assert metrics.aan_loss(0.5 * y, y) < metrics.aan_loss(-0.5 * y, y)
+
+
+def test_bootstrap_intervals_equal_one_bootstrap_per_figure():
+  """The resamples computed once for every figure give each figure's own interval."""
+  from aan_jax.evaluation import pooled
+  from aan_jax.tasks.figures import regression_metrics
+  rng = np.random.default_rng(3)
+  groups = np.repeat(np.array(list("abcdefg")), rng.integers(5, 40, 7))
+  rng.shuffle(groups)  # rows of a group need not be contiguous
+  p, t = rng.normal(size=groups.size), rng.normal(size=groups.size)
+  fn = lambda rows: regression_metrics(p[rows], t[rows])
+  together = pooled.bootstrap_intervals(groups, fn, ("mse", "pcc", "ccc"), 300, seed=5)
+  for k in ("mse", "pcc", "ccc"):
+    alone = pooled.bootstrap_interval(groups, lambda rows, k=k: fn(rows)[k], 300, seed=5)
+    assert together[k] == alone
+  # ...and what a resample is: a group drawn twice counts twice (against a direct loop).
+  names = np.unique(groups)
+  pick = np.random.default_rng(5).integers(len(names), size=(300, len(names)))
+  direct = [fn(np.concatenate([np.flatnonzero(groups == names[i]) for i in s]))["mse"]
+            for s in pick]
+  assert together["mse"] == [float(np.quantile(direct, 0.025)), float(np.quantile(direct, 0.975))]
