@@ -54,6 +54,8 @@ def f(x):
 f(jnp.ones((64, 64))).block_until_ready()
 print(json.dumps(sum(e == "/jax/compilation_cache/cache_hits" for e in hits)))
 """
+  # An entry an earlier process left (JAX's LRU eviction, when on, fails every write here).
+  (tmp_path / "jit_old-0123456789abcdef-cache").write_bytes(b"left by an earlier version")
   runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300) for _ in range(2)]
   hits = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs]

@@ -25,7 +25,6 @@ import sys
 ENV = "AAN_COMPILATION_CACHE"
 DEFAULT_DIR = "~/.cache/aan_jax/xla"
 MIN_COMPILE_SECONDS = 0.2
-MAX_BYTES = 2 << 30  # least recently used programs go first
 
 
 def resolve(setting: str | None, platform: str) -> str | None:
@@ -91,15 +90,10 @@ def enable(setting: str | None = "auto", platform: str | None = None) -> str | N
   # and prediction programs take less on a GPU but add up to seconds per run on a CPU.
   if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-  # A size bound turns on JAX's LRU eviction, which also takes a file lock around every read
-  # and write: processes that share the folder (pytest's workers, a sweep's jobs) never read
-  # a half-written entry. It needs the filelock package.
-  if jax.config.jax_compilation_cache_max_size == -1:  # JAX's default: unbounded, unlocked
-    try:
-      import filelock  # pylint: disable=g-import-not-at-top,unused-import
-      jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
-    except ImportError:
-      pass
+  # No size bound: JAX's LRU eviction (which a bound turns on) fails every write in a folder
+  # that an unbounded process wrote first (entries without their access-time file; seen
+  # here). Entries are written whole by one process; a reader that meets a half-written one
+  # gets JAX's warning and compiles instead.
   compilation_cache.reset_cache()  # so that it takes effect even after an earlier compile
   return path
 
