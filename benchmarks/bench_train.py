@@ -216,12 +216,12 @@ def sweep(corpus, cfg, train, sizes=()):
       times["one per point"] = time.time() - t0
       print(f"sweep, one per point: the same six settings as six engine runs of 24: "
             f"{times['one per point']:.1f} s end to end", flush=True)
-  gap = float(np.max(np.abs(results["auto"].test_predictions
-                            - results["one program"].test_predictions)))
+  diff = np.abs(results["auto"].test_predictions - results["one program"].test_predictions)
+  gap = f"{float(diff.max()):.1e} (mean {float(diff.mean()):.1e})"
   six = times["one per point"]
   print(f"sweep ratio (one per point / one program): {six / times['one program']:.2f}x; "
         f"(one per point / auto): {six / times['auto']:.2f}x; largest difference of a test "
-        f"prediction, auto vs one program: {gap:.1e}", flush=True)
+        f"prediction, auto vs one program: {gap}", flush=True)
 
 
 def processes(args) -> None:

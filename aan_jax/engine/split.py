@@ -25,19 +25,21 @@ import numpy as np
 
 from aan_jax.engine import exchange, loop
 
-# "auto" on a CPU: at most this many runs per local device in one program. XLA:CPU's cost
-# per run grows with the runs per device (DESIGN.md's performance notes): 144 runs in one
-# program took 248 s where six programs of 24 took 171.5 s. Measured for this rule with
-# `python benchmarks/bench_train.py --skip_torch --sweep --epochs 5` (2-core CPU, two CPU
-# devices, loaded by parallel work): see docs/distributed.md for the figures; one program
-# per point (24 runs, 12 per device) was no slower than 48 runs per program, and one
-# program of 144 runs was the slowest.
+# "auto" on a CPU: at most this many runs per local device in one program. Measured with
+# `python benchmarks/bench_split.py` (the bench_train --sweep grid's first R runs, 2 epochs
+# compiled, best of 3 interleaved rounds; 2-core CPU, two CPU devices, loaded by parallel
+# work): ms per run and epoch 65.7 (12 runs, 6 per device), 115.9 (24), 120.8 (48), 110.7
+# (72), 117.6 (144) (the 12 runs' other rounds: 114 and 137, the load's noise), and
+# compiling took 11.0, 13.8, 17.1, 22.2, 39.0 s. Past a few runs per
+# device a run costs no less in a bigger program, while the compile grows with the runs
+# (DESIGN.md: one program of 144 runs 248 s against six of 24, 171.5 s); programs of the
+# same shape compile once, so the rule keeps programs small.
 CPU_RUNS_PER_DEVICE = 12
 # On a GPU or TPU a step of these tiny models is launch-bound: more runs per step are
 # nearly free, so every run goes in one program (a cap only against memory).
 ACCELERATOR_RUNS_PER_PROGRAM = 4096
 RULE = {"cpu": f"auto: at most {CPU_RUNS_PER_DEVICE} runs per CPU device per program "
-               "(XLA:CPU's cost per run grows with the runs per device; measured)",
+               "(measured: bigger programs cost no less per run and compile for longer)",
         "accelerator": "auto: one program per process (an accelerator's step is launch-bound)"}
 
 
