@@ -152,8 +152,10 @@ def extract_file(video_path, *, segmentation: str = "fixed:5",
       ex = extractors[f]
       if chosen is not None:
         sel = [chosen[i] for i in idx]
-        if f == "i3d":
-          out[f][idx] = ex.clips([x[s.i3d] for x, s in zip(frames, sel)])
+        if f == "i3d":  # each segment's clips, their vectors averaged
+          vectors = ex.clips([x[c] for x, s in zip(frames, sel) for c in s.i3d])
+          ends = np.cumsum([len(s.i3d) for s in sel])
+          out[f][idx] = [vectors[e - len(s.i3d):e].mean(0) for s, e in zip(sel, ends)]
         elif f == "flownet":
           out[f][idx] = ex.pair_segments([x[s.flow_first] for x, s in zip(frames, sel)],
                                          [x[s.flow_second] for x, s in zip(frames, sel)])

@@ -44,9 +44,10 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
                       "faces`) on each video, cached like the features, and show what the faces "
                       "show: a lane under the curves, face moments with thumbnails")
   p.add_argument("--fast", action="store_true",
-                 help="extract a video's features with the fast preset (a few frames per segment "
-                      "for each video model; its fidelity is measured in docs/extraction.md); the "
-                      "outputs say 'fast'. Default: every frame, as the models were trained")
+                 help="extract a video's features with the fast preset (python -m extract "
+                      "--fast: ResNet-50 and FlowNetS on a few frames per segment; speed and "
+                      "fidelity in docs/extraction.md); the outputs say 'fast'. Default: every "
+                      "frame, as the models were trained")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
   return p
