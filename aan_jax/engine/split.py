@@ -43,6 +43,9 @@ RULE = {"cpu": f"auto: at most {CPU_RUNS_PER_DEVICE} runs per CPU device per pro
         "accelerator": "auto: one program per process (an accelerator's step is launch-bound)"}
 
 
+_GATHERS: list[int] = []
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
   """One compiled call's runs: `rows` (real, indices into the experiment's runs) padded to
@@ -129,7 +132,10 @@ def train(programs: list[Program], build: Callable, collect: Callable,
       mine[id(p)] = out
   if num_processes == 1:
     return [mine[id(p)] for p in programs]
-  distributed.barrier("aan_jax/split/gathered", timeout_s=7 * 24 * 3600)
+  # Every process calls train() the same number of times in the same order (compare_models
+  # trains several experiments): the barrier's name counts them.
+  _GATHERS.append(1)
+  distributed.barrier(f"aan_jax/split/gathered/{len(_GATHERS)}", timeout_s=7 * 24 * 3600)
   if process != 0:
     return None
   return [exchange.read_results(os.path.join(exchange_dir, _file(p))) for p in programs]

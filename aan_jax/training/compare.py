@@ -40,7 +40,11 @@ def compare_models(config, workdir: str) -> dict:
     print(f"\n=== {report.MODEL_LABELS.get(name, name)} ===", flush=True)
     sub = os.path.join(workdir, name)
     results[name] = train.train_and_evaluate(c, sub)
+    if not results[name]:  # one of several processes (jax.distributed): process 0 compares
+      continue
     tables[name] = ev.read_predictions(os.path.join(sub, "predictions.csv"))
+  if not tables:
+    return results
   dataset = next(iter(results.values())).get("dataset", config.dataset)
   # Published rows only beside the real corpora (never beside the synthetic stand-in).
   paper = bool(report.paper_rows(dataset, report.modality_label(config.modalities)))
