@@ -46,7 +46,7 @@ def warning_line(random_features: Sequence[str]) -> str:
           "mean nothing")
 
 
-def to_csv(curves: Sequence[Curve], random_features: Sequence[str] = ()) -> str:
+def to_csv(curves: Sequence[Curve], random_features: Sequence[str] = (), note: str = "") -> str:
   """start_s, end_s, then per (source,) target its value and, with folds, the band's low/high.
 
   Curves of different segmentations share the file: each row holds the values of the
@@ -63,6 +63,8 @@ def to_csv(curves: Sequence[Curve], random_features: Sequence[str] = ()) -> str:
   warn = warning_line(random_features)
   if warn:  # read with pandas.read_csv(..., comment="#")
     buf.write(f"# {warn}\n")
+  if note:  # e.g. the fast extraction preset
+    buf.write(f"# {printable(note)}\n")
   w = csv.writer(buf, lineterminator="\n")
   w.writerow(cols)
   for seg in segs:

@@ -317,7 +317,9 @@ def predict_film(inp: str, sources: list, needs: dict, out_dir: str | os.PathLik
     video_src = pathlib.Path(os.path.relpath(os.path.abspath(video), os.path.abspath(out))
                              ).as_posix()
   paths = report_set.write_set(out, stem, {
-      "csv": lambda p: film_report.write_file(p, film_report.to_csv(curves, random)),
+      "csv": lambda p: film_report.write_file(p, film_report.to_csv(
+          curves, random, "fast features (python -m extract --fast: ResNet-50 and FlowNetS on a "
+          "few frames per segment)" if extraction == "fast" else "")),
       "json": lambda p: film_report.write_file(
           p, film_report.to_json(curves, events, face_events, metadata, fr.moments)),
       "png": lambda p: film_report.to_png(curves, events, title, p, random),

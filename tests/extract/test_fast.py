@@ -209,6 +209,8 @@ def test_predict_fast_and_a_cache_that_never_crosses_presets(tmp_path, monkeypat
   doc = json.loads((tmp_path / "fast" / "clip.json").read_text())
   assert doc["metadata"]["extraction_preset"] == "fast"
   assert "(fast features)" in (tmp_path / "fast" / "clip.html").read_text()
+  assert (tmp_path / "fast" / "clip.csv").read_text().startswith("# RANDOM weights")
+  assert "# fast features" in (tmp_path / "fast" / "clip.csv").read_text()
   assert calls == ["fast"]
   # Full after fast: extracted again, not served from the fast entry.
   assert cli.main(base + ["--out", str(tmp_path / "full")]) == 0
@@ -216,6 +218,7 @@ def test_predict_fast_and_a_cache_that_never_crosses_presets(tmp_path, monkeypat
   assert calls == ["fast", "full"]
   doc = json.loads((tmp_path / "full" / "clip.json").read_text())
   assert doc["metadata"]["extraction_preset"] == "full"
+  assert "fast" not in (tmp_path / "full" / "clip.csv").read_text()
   # Each preset now hits its own entry.
   for flag, want in (([], "full"), (["--fast"], "fast")):
     assert cli.main(base + ["--out", str(tmp_path / f"again{want}")] + flag) == 0
