@@ -170,13 +170,14 @@ from extract import core
 w = {{f: "random" for f in core.FEATURES}}
 w["i3d"] = w["emobase2010"] = "pretrained"
 t = time.perf_counter()
-core.extract_file({film!r}, weights=w, preset={preset!r})
+core.extract_file({film!r}, weights=w, preset={preset!r}, features={features!r})
 print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "s": time.perf_counter() - t}}))
 """
 
 
-def memory_check(minutes: Sequence[float], preset: str, cache: str) -> dict:
+def memory_check(minutes: Sequence[float], preset: str, cache: str,
+                 features: Sequence[str] = FEATURES) -> dict:
   """Peak resident memory of a fresh process extracting a film of each length (320x180,
   25 fps, with sound: the decoder's and the models' memory do not depend on the frame size
   beyond the one frame being decoded); bounded memory means the same peak for every length."""
@@ -189,7 +190,8 @@ def memory_check(minutes: Sequence[float], preset: str, cache: str) -> dict:
                          height=180)
       env = dict(os.environ, AAN_COMPILATION_CACHE=cache)
       r = subprocess.run([sys.executable, "-c", _CHILD.format(root=str(HERE.parent), film=str(film),
-                                                              preset=preset)],
+                                                              preset=preset,
+                                                              features=tuple(features))],
                          capture_output=True, text=True, env=env, check=True)
       out[f"{m:g} min"] = json.loads(r.stdout.strip().splitlines()[-1])
       print(f"memory ({preset}): {m:g} min of video: {out[f'{m:g} min']}", flush=True)
@@ -217,10 +219,12 @@ def main():
                  help="only the memory check: fresh processes extract generated films of these "
                       "lengths with --memory-preset, e.g. 1,10")
   p.add_argument("--memory-preset", default="fast")
+  p.add_argument("--memory-features", default=",".join(FEATURES),
+                 help="the features the memory check extracts (default: the five)")
   args = p.parse_args()
   if args.memory_minutes:
     res = memory_check([float(m) for m in args.memory_minutes.split(",")], args.memory_preset,
-                       args.compilation_cache)
+                       args.compilation_cache, args.memory_features.split(","))
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(res, indent=1))
     return
