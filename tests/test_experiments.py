@@ -168,8 +168,8 @@ def test_xla_flags_only_those_the_installed_jaxlib_knows(monkeypatch):
 
 
 def test_a_kill_while_writing_leaves_a_workdir_the_same_command_completes(tmp_path, monkeypatch):
-  """Checkpoints are saved asynchronously; the last one is complete before the outputs are
-  written, so the rerun trains nothing and writes what an uninterrupted run writes."""
+  """The last checkpoint is complete before the outputs are written, so the rerun trains
+  nothing and writes what an uninterrupted run writes."""
   from aan_jax.outputs import plots
   c = _tiny(cognimuse_loo.get_config(), checkpoint_every=1)
   clean = train.train_and_evaluate(c, str(tmp_path / "clean"))

@@ -74,13 +74,9 @@ class Checkpointer:
     self.manager.save(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.fingerprint)),
         force=True)
-    # Asynchronous: orbax copies the arrays to host memory before `save` returns (so the next
-    # chunk may donate them), then writes in a thread while training goes on; a save waits
-    # for the one before, `close` for the last, and a checkpoint is restored only once its
-    # writing finished, so a kill mid-write resumes from the one before.
+    self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()  # the last save's writing
     self.manager.close()
 
 
