@@ -12,7 +12,7 @@ program. Settings:
   split their CPU caches by machine for that reason), and one kept across a jaxlib reinstall
   has crashed processes. The key hashes the CPU's model and feature flags and the jaxlib
   version, so neither can happen. On the 2-core CPU the README's demo compiled its programs
-  in 8 s; warm, they load from the cache (see the README's timings).
+  in 8 s; warm, they load from the cache (docs/performance.md).
 - a folder: the cache lives there.
 - "": off.
 """
