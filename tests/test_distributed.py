@@ -69,15 +69,20 @@ def test_results_do_not_depend_on_the_split(uneven):
   cut = train.train(uneven, tiny_config(runs_per_program="7", sweep=cfg.sweep))
   assert one.split["programs"] == 1 and cut.split["programs"] == 3
   assert cut.split["runs_per_program_padded"] == [6]   # the last one padded
-  np.testing.assert_allclose(cut.test_predictions, one.test_predictions, atol=1e-6)
-  np.testing.assert_allclose(cut.val_predictions, one.val_predictions, atol=1e-6)
+  # Equal to float rounding, not bit for bit: the input projections of all a program's runs
+  # are one product (engine.groups.FOLD_NORMALISATION), summed in an order that depends on
+  # how many runs it holds. Without the reference runs fixing the shared batch, up to 0.73.
+  np.testing.assert_allclose(cut.test_predictions, one.test_predictions, atol=2e-5)
+  np.testing.assert_allclose(cut.val_predictions, one.val_predictions, atol=2e-5)
   np.testing.assert_array_equal(cut.best_epoch, one.best_epoch)
-  np.testing.assert_allclose(cut.val_loss, one.val_loss, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(cut.best_params), jax.tree.leaves(one.best_params)):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+  np.testing.assert_allclose(cut.val_loss, one.val_loss, rtol=1e-5, atol=1e-6)
+  for (k, a), b in zip(jax.tree_util.tree_leaves_with_path(cut.best_params),
+                       jax.tree.leaves(one.best_params)):
+    if "['key']['bias']" not in jax.tree_util.keystr(k):  # no effect on the outputs: noise
+      np.testing.assert_allclose(a, b, atol=1e-4, err_msg=jax.tree_util.keystr(k))
   sa, sb = train.evaluate(cut, 50)[0], train.evaluate(one, 50)[0]
   for t in ("arousal", "valence"):
-    assert abs(sa[t]["mse"] - sb[t]["mse"]) <= 1e-6 and abs(sa[t]["pcc"] - sb[t]["pcc"]) <= 1e-6
+    assert abs(sa[t]["mse"] - sb[t]["mse"]) <= 1e-5 and abs(sa[t]["pcc"] - sb[t]["pcc"]) <= 1e-5
 
 
 def test_split_programs_resume_from_their_own_checkpoints(uneven, tmp_path):

@@ -391,3 +391,39 @@ def test_sharded_over_four_fake_devices_matches_one_device():
   out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0 and "SHARDED_OK" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("model", ["feature_aan", "temporal_aan"])
+def test_folded_normalisation_equals_plain(model, monkeypatch):
+  # Training folds each run's feature normalisation into the input projections
+  # (engine.groups.FOLD_NORMALISATION); it must train as normalising the features does.
+  # emobase2010's openSMILE-like scales (hundreds to thousands) are the hard case.
+  import jax  # pylint: disable=g-import-not-at-top
+  from aan_jax.engine import groups  # pylint: disable=g-import-not-at-top
+  c = synthetic.make_corpus(segments_per_movie=12, seed=2, num_movies=4)
+  cfg = tiny_config(model=model, num_epochs=2, patience=0, window=3,
+                    targets=("arousal", "valence"))
+  folds = protocols.leave_one_out(c, "off", cfg.seed)
+  runs = engine.make_runs(cfg.targets, folds, len(c.groups), train.sweep_points(cfg))
+  calls = []
+  fold = groups.fold_normalisation
+  monkeypatch.setattr(groups, "fold_normalisation", lambda *a: calls.append(1) or fold(*a))
+  out = {}
+  for folded in (True, False):
+    monkeypatch.setattr(groups, "FOLD_NORMALISATION", folded)
+    eng = engine.Engine(c, cfg, runs, targets=cfg.targets, early_stopping="off")
+    assert eng.plan.fold_normalisation is folded
+    state = eng.run_chunk(eng.init_state(), 2)
+    params = {jax.tree_util.keystr(k): np.asarray(v)
+              for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
+    out[folded] = (params, np.asarray(state["history"]["train_loss"]),
+                   eng.predict(eng.best(state), "test"))
+  assert calls, "the folded path was not taken"
+  # Every parameter but the attention's key biases, which do not change the outputs (a
+  # softmax does not see a shift shared by every key): their gradient is rounding noise,
+  # which Adam scales up to whole steps, in either path.
+  for name, a in out[True][0].items():
+    if "['key']['bias']" not in name:
+      np.testing.assert_allclose(a, out[False][0][name], rtol=1e-3, atol=2e-5, err_msg=name)
+  np.testing.assert_allclose(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(out[True][2], out[False][2], rtol=1e-4, atol=1e-4)

@@ -8,7 +8,7 @@ points) trained by one compiled program per plan, for every model and task.
   groups    samplers of group corpora: "shared" batches, "sequential" windows with a carry
   clips     the "per_run" sampler of clip corpora (own batches, BatchNorm state)
   core      Engine: initialisation, the epoch (sampler, then early stopping), prediction
-  loop      the host loop, orbax checkpoints, the fingerprint
+  loop      the host loop, checkpoints, the fingerprint
   split     runs into programs and processes (runs_per_program, jax.distributed)
   exchange  .npz files of a program's results and (several processes) checkpoints
 

@@ -182,9 +182,13 @@ class Engine:
     if self._example is None:
       # One program for the whole state: its dozens of small arrays made as eager ops cost
       # a compile each (seconds on a CPU), and one program loads from the XLA cache.
+      args = (self._init_key, jnp.asarray(self.runs.run_id), lr)
       if self._init is None:
-        self._init = jax.jit(self._fresh_state)
-      state = self._init(self._init_key, jnp.asarray(self.runs.run_id), lr)
+        # Made where the training wants it (run-sharded): moving it there after took 0.8 s
+        # of the README demo.
+        shape = jax.eval_shape(self._fresh_state, *args)
+        self._init = jax.jit(self._fresh_state, out_shardings=self.state_sharding(shape))
+      state = self._init(*args)
     else:
       per = [_init_one(self.plan, self._example, self._init_key, int(i))
              for i in self.runs.run_id]

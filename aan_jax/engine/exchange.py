@@ -1,12 +1,9 @@
-"""Files that carry a program's arrays between processes: its results, and (with several
-processes) its checkpoints.
+"""Files that carry a program's arrays: its checkpoints, and its results between processes.
 
 Both are .npz archives read with allow_pickle=False (nothing in them runs code), written
-atomically. Orbax refuses to save arrays local to one process when jax.distributed runs
-several (it expects every process to save its part of one global array), while here each
-process trains programs of its own; so with several processes a program's checkpoint is
-one such archive per program (`FileCheckpointer`), with the same fingerprint check as
-aan_jax.engine.loop.Checkpointer.
+atomically. A program's checkpoint (`FileCheckpointer`, the engine's one checkpoint format,
+aan_jax.engine.loop) is one archive, whether one process trains every program or
+jax.distributed runs several, each training programs of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 
 import jax
 import numpy as np
@@ -71,8 +69,8 @@ def read_results(path: str) -> dict:
 
 
 class FileCheckpointer:
-  """A program's whole training state as one .npz (the last one kept), for runs of several
-  processes; the interface of loop.Checkpointer."""
+  """A program's whole training state as one .npz (the last one kept), named by a fingerprint
+  (JSON) of its experiment: a checkpoint of another experiment is refused."""
 
   def __init__(self, directory: str, fingerprint: dict):
     self.directory = os.path.abspath(directory)
@@ -91,7 +89,7 @@ class FileCheckpointer:
       if len(z) != len(leaves) or any(
           g.shape != l.shape or g.dtype != l.dtype for g, l in zip(got, leaves)):
         raise ValueError("its arrays do not fit this experiment's state")
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
       raise RuntimeError(
           f"cannot restore the checkpoint {self.path}: {e}. Delete that folder or choose "
           "another --workdir to start afresh.") from e

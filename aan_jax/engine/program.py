@@ -34,6 +34,7 @@ class Plan:
   n_valid: int = 0           # usable rows (shared) or groups (sequential)
   dropout_traced: bool = False  # dropout differs per run: the modules get traced rates
   normalize: bool = False
+  fold_normalisation: bool = False  # groups.FOLD_NORMALISATION: normalisation in the weights
   window: int = 0            # sequential: items per window (steps = passes x windows)
   # clip corpora
   eval_batch: int = 0

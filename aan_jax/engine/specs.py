@@ -25,6 +25,11 @@ Fields used by each sampler:
       inputs of rows (group[i], item[i]); shared by all runs, so it must not depend on the
       target (a temporal model gathers windows of features and of every target).
     train_apply(module, params, inputs, target, key) -> (B,) raw outputs, training mode.
+    input_projections: the path in the parameters of the `proj_<feature>` Dense layers
+      through which alone the features enter the model (the AAN family: ("tokens",)), or
+      () if none. With it the engine trains on per-run normalised features by folding each
+      run's normalisation into those layers (aan_jax.engine.groups), the same function
+      computed on features every run shares.
   "shared" and "sequential":
     eval_apply(module, params, features, valid) -> (I,) raw outputs for every item of one
       group in evaluation mode (a temporal model runs its autoregressive loop here).
@@ -61,6 +66,7 @@ class ModelSpec:
   init_carry: Callable[..., Any] | None = None
   train_window: Callable[..., Any] | None = None
   fit: Callable[..., dict] | None = None
+  input_projections: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.sampler not in SAMPLERS:

@@ -63,7 +63,7 @@ def _feature_aan_eval(module, params, features, valid):
 
 SPECS["feature_aan"] = ModelSpec(
     _feature_aan_build, _feature_aan_init, _feature_aan_train, _feature_aan_eval,
-    label="Feature AAN", batch_inputs=_feature_aan_inputs)
+    label="Feature AAN", batch_inputs=_feature_aan_inputs, input_projections=("tokens",))
 
 
 # Temporal AAN and Feature+Temporal AAN: each training example is the window of the last
@@ -116,11 +116,13 @@ def _temporal_eval(module, params, features, valid):
 
 SPECS["temporal_aan"] = ModelSpec(
     lambda c: _temporal_build(c, feature_layers=0), _temporal_init, _temporal_train,
-    _temporal_eval, label="Temporal AAN", batch_inputs=_temporal_inputs)
+    _temporal_eval, label="Temporal AAN", batch_inputs=_temporal_inputs,
+    input_projections=("tokens",))
 # Feature+Temporal: the per-segment feature encoder has num_layers layers too.
 SPECS["feature_temporal_aan"] = ModelSpec(
     lambda c: _temporal_build(c, feature_layers=c.num_layers), _temporal_init, _temporal_train,
-    _temporal_eval, label="Feature+Temporal AAN", batch_inputs=_temporal_inputs)
+    _temporal_eval, label="Feature+Temporal AAN", batch_inputs=_temporal_inputs,
+    input_projections=("tokens",))
 
 
 # ----------------------------------------------------------------------- the baselines
