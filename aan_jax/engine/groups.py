@@ -53,14 +53,26 @@ def normalisation(corpus, mods: Sequence[str], train_weight: np.ndarray,
       out["mean"][m] = np.zeros((r, d), np.float32)
       out["std"][m] = np.ones((r, d), np.float32)
       continue
-    mean = np.zeros((len(folds), d), np.float32)
-    std = np.ones((len(folds), d), np.float32)
-    for i, w in enumerate(folds):
-      rows = x[(w > 0)[:, None] & corpus.mask]
-      mean[i] = rows.mean(0, dtype=np.float64)
-      sd = rows.std(0, dtype=np.float64)
-      # A constant feature (std 0) passes through centred, not blown up.
-      std[i] = np.where(sd > 1e-6 * np.maximum(1.0, np.abs(mean[i])), sd, 1.0)
+    # Each group's count, mean and sum of squared deviations (float64), once; a fold's
+    # are combined from its groups' (Chan et al.'s pairwise update), rather than read from
+    # its rows again: one pass over the features instead of one per fold.
+    n = corpus.mask.sum(1).astype(np.float64)                              # (G,)
+    g_mean = np.zeros((len(n), d))
+    g_m2 = np.zeros((len(n), d))
+    for g in np.flatnonzero(n):
+      rows = x[g][corpus.mask[g]].astype(np.float64)
+      g_mean[g] = rows.mean(0)
+      g_m2[g] = np.square(rows - g_mean[g]).sum(0)
+    member = (folds > 0) & (n > 0)[None]                                   # (F, G)
+    count = member @ n
+    f_mean = (member * n) @ g_mean / np.maximum(count, 1.0)[:, None]
+    f_m2 = member @ g_m2
+    for f, sel in enumerate(member):
+      f_m2[f] += n[sel] @ np.square(g_mean[sel] - f_mean[f])
+    sd = np.sqrt(f_m2 / np.maximum(count, 1.0)[:, None])
+    mean = f_mean.astype(np.float32)
+    # A constant feature (std 0) passes through centred, not blown up.
+    std = np.where(sd > 1e-6 * np.maximum(1.0, np.abs(f_mean)), sd, 1.0).astype(np.float32)
     out["mean"][m] = mean[inverse]
     out["std"][m] = std[inverse]
   return out
