@@ -40,7 +40,7 @@ def main():
   corpus = synthetic.make_corpus(args.segments)
   cfg = train.get_config()
   cfg.update(num_epochs=1 + args.epochs, patience=0, targets=("arousal", "valence"),
-             normalize=False, checkpoint_every=1)
+             normalize=True, checkpoint_every=1)  # the launchers' default
   cfg.sweep.learning_rate = "1e-4,5e-4,1e-3"
   cfg.sweep.dropout = "0.1,0.5"
   folds = protocols.leave_one_out(corpus, "off")

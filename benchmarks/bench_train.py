@@ -20,7 +20,8 @@ Feature normalisation is off in both (the released models' setting), so they do 
 With --sweep it also trains a 3 (learning rate) x 2 (dropout) grid for the 24 COGNIMUSE runs
 (12 folds x 2 targets) in one program, as the same six settings in six separate engine
 runs, and with the engine's own split (runs_per_program=auto), and prints the ratios (all
-end to end, compilation included). With --processes it times the leave-one-out command as
+end to end, compilation included), then the grid as whole launcher commands: one command
+with the sweep against six commands, one per point. With --processes it times the leave-one-out command as
 one process and as two local processes (jax.distributed) and compares their results.json.
 """
 
@@ -112,6 +113,7 @@ def main():
         f"({engine_steps * args.epochs / warm:.1f} compiled steps/s)", flush=True)
   if args.sweep:
     sweep(corpus, cfg, train, [int(x) for x in args.sweep_sizes.split(",") if x.strip()])
+    sweep_commands(args)
   if args.processes:
     processes(args)
   cli = cli_times(args) if args.cli else None
@@ -222,6 +224,36 @@ def sweep(corpus, cfg, train, sizes=()):
   print(f"sweep ratio (one per point / one program): {six / times['one program']:.2f}x; "
         f"(one per point / auto): {six / times['auto']:.2f}x; largest difference of a test "
         f"prediction, auto vs one program: {gap}", flush=True)
+
+
+def sweep_commands(args) -> None:
+  """The 3 x 2 grid as a user runs it: one launcher command with the sweep, against six
+  commands, one per point (separate jobs, one after the other), both whole commands, warm
+  (each kind run once before, to fill the compilation cache). Early stopping is on, as a
+  sweep needs validation to choose its point, with patience = epochs, so no run stops
+  early and both do the same 144 runs x args.epochs epochs of training."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  lrs, drops = ("1e-4", "5e-4", "1e-3"), ("0.1", "0.5")
+  base = [sys.executable, "-m", "experiments.cognimuse_loo", "--config.dataset=synthetic",
+          f"--config.num_epochs={args.epochs}", f"--config.patience={args.epochs}",
+          f"--config.synthetic.segments_per_movie={args.segments}"]
+  grid = base + [f"--config.sweep.learning_rate={','.join(lrs)}",
+                 f"--config.sweep.dropout={','.join(drops)}"]
+  point = lambda lr, d: base + [f"--config.learning_rate={lr}", f"--config.dropout={d}"]
+  with tempfile.TemporaryDirectory() as tmp:
+    print("sweep as commands, warming the cache: the grid command, one point's command",
+          flush=True)
+    _timed(grid + [f"--workdir={tmp}/warm_grid"], root)
+    _timed(point(lrs[0], drops[0]) + [f"--workdir={tmp}/warm_point"], root)
+    print(f"sweep as one command: {' '.join(grid[1:])}", flush=True)
+    one = _timed(grid + [f"--workdir={tmp}/grid"], root)
+    print("sweep as six commands, one per point (--config.learning_rate, --config.dropout):",
+          flush=True)
+    six = sum(_timed(point(lr, d) + [f"--workdir={tmp}/p{lr}_{d}"], root)
+              for lr in lrs for d in drops)
+  print(f"sweep as commands, warm: one command {one:.1f} s, six commands {six:.1f} s; "
+        f"ratio (six / one) {six / one:.2f}x", flush=True)
 
 
 def processes(args) -> None:
