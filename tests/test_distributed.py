@@ -3,6 +3,7 @@ the figures never depend on the split; two local processes write what one writes
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -217,6 +218,17 @@ def _figures(workdir):
              if k in r[t]}
 
 
+def _same_predictions(a, b, atol=1e-4):
+  rows = [list(csv.reader(open(p, newline=""))) for p in (a, b)]
+  assert rows[0][0] == rows[1][0] and len(rows[0]) == len(rows[1]) > 1
+  for x, y in zip(rows[0][1:], rows[1][1:]):
+    for u, v in zip(x, y):
+      try:
+        assert abs(float(u) - float(v)) <= atol, (x, y)
+      except ValueError:
+        assert u == v, (x, y)
+
+
 def test_two_processes_write_what_one_writes_and_resume_after_a_kill(tmp_path):
   _wait(_launch(tmp_path / "one", 1))
   one, f1 = _figures(tmp_path / "one")
@@ -227,8 +239,9 @@ def test_two_processes_write_what_one_writes_and_resume_after_a_kill(tmp_path):
   assert f1.keys() == f2.keys() and len(f1) >= 4
   for k in f1:
     assert abs(f1[k] - f2[k]) <= 1e-5, (k, f1[k], f2[k])
-  assert (tmp_path / "two" / "predictions.csv").read_text() == \
-      (tmp_path / "one" / "predictions.csv").read_text()
+  # Every prediction, to float rounding (each process's program holds fewer runs, and the
+  # runs' input projections are one product whose sums XLA orders by its size).
+  _same_predictions(tmp_path / "two" / "predictions.csv", tmp_path / "one" / "predictions.csv")
   # Kill both processes once process 1 has checkpointed its program mid-training (a node
   # died, the job ended), then run the same command again: same results.
   work = tmp_path / "killed"
