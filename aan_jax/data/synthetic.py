@@ -56,38 +56,51 @@ def make_corpus(segments_per_movie: int = 360, seed: int = 0,
   # thousands, ratios near 1 (drawn once, like the feature extractors).
   emo_scale = np.exp(rng.uniform(0.0, np.log(3000.0), FEATURE_DIMS["emobase2010"])).astype(np.float32)
   emo_offset = (emo_scale * rng.uniform(0.0, 3.0, FEATURE_DIMS["emobase2010"])).astype(np.float32)
-  movies = {}
-  for name in MOVIES[:num_movies]:
+  names = MOVIES[:num_movies]
+  # Written in place into the corpus's arrays (every movie has s segments, so nothing is
+  # padded): fresh memory is slow to fault in on these machines, and building each movie's
+  # arrays, then copying them (Corpus.from_movies), took 1-3 s of the README demo. The
+  # products are summed here in a fixed order, not by BLAS, whose float32 sums changed in
+  # the last bit with the alignment of the memory it wrote to (seen: 1 value in 3).
+  feats = {m: np.empty((num_movies, s, FEATURE_DIMS[m]), np.float32) for m in FEATURES}
+  targets = {t: np.empty((num_movies, s), np.float32)
+             for t in ("arousal", "valence") + (("fear",) if fear else ())}
+  for i, name in enumerate(names):
     z = _ar1(rng, s, _LATENT, rho=0.92)
     u = rng.standard_normal(2).astype(np.float32)  # movie-level mood, seen in the features
     w = rng.standard_normal(2).astype(np.float32)  # movie-level offset the features never show
-    mv = {}
     for m in FEATURES:
       d = FEATURE_DIMS[m]
       nuisance = 0.3 * rng.standard_normal(d).astype(np.float32)  # unrelated to targets
       noise = 1.0 * rng.standard_normal((s, d), dtype=np.float32)
-      mv[m] = z @ proj[m] + 0.5 * (u @ movie_dir[m]) + nuisance + noise
+      x = feats[m][i]
+      np.multiply(z[:, :1], proj[m][0], out=x)
+      for k in range(1, _LATENT):  # z @ proj[m], summed in a fixed order (see above)
+        x += z[:, k:k + 1] * proj[m][k]
+      x += 0.5 * (u[0] * movie_dir[m][0] + u[1] * movie_dir[m][1])
+      x += nuisance
+      x += noise
       if m == "emobase2010":
-        mv[m] = mv[m] * emo_scale + emo_offset
+        x *= emo_scale
+        x += emo_offset
     a = 0.55 * np.tanh(z[:, 0] + 0.6 * z[:, 1] * z[:, 2]) + 0.3 * u[0] + 0.15 * w[0]
     v = 0.55 * np.tanh(z[:, 3] - 0.5 * z[:, 4] ** 2 + 0.4) + 0.3 * u[1] + 0.15 * w[1]
-    mv["arousal"] = np.clip(a + 0.1 * rng.standard_normal(s), -1, 1).astype(np.float32)
-    mv["valence"] = np.clip(v + 0.1 * rng.standard_normal(s), -1, 1).astype(np.float32)
-    mv["start_s"] = np.arange(s, dtype=np.float32) * 5.0
+    targets["arousal"][i] = np.clip(a + 0.1 * rng.standard_normal(s), -1, 1)
+    targets["valence"][i] = np.clip(v + 0.1 * rng.standard_normal(s), -1, 1)
     if fear:
       score = z[:, 0] - z[:, 3] + 0.3 * rng.standard_normal(s)
-      mv["fear"] = (score > np.quantile(score, 0.9)).astype(np.float32)
+      targets["fear"][i] = score > np.quantile(score, 0.9)
       if name == MOVIES[num_movies - 1]:
-        mv["fear"][:] = -1.0  # a movie without fear labels
-    movies[name] = mv
-  names = MOVIES[:num_movies]
+        targets["fear"][i] = -1.0  # a movie without fear labels
   splits = {}
   if test_movies:
     if not 0 < test_movies < num_movies - 1:
       raise ValueError(f"test_movies must leave at least 2 dev movies; got {test_movies}")
     splits = {"dev": names[:num_movies - test_movies], "test": names[num_movies - test_movies:]}
-  return Corpus.from_movies("synthetic", movies, info={
-      "synthetic": True, "seed": seed, "segments_per_movie": s}, splits=splits)
+  start = np.broadcast_to(np.arange(s, dtype=np.float32) * 5.0, (num_movies, s)).copy()
+  return Corpus("synthetic", tuple(names), feats, targets, np.ones((num_movies, s), bool),
+                start, start + 5.0, {"synthetic": True, "seed": seed, "segments_per_movie": s},
+                splits=splits)
 
 
 def make_excerpts(num_train: int = 400, num_test: int = 100, parts: int = 1,
