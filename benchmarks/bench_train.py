@@ -20,9 +20,10 @@ Feature normalisation is off in both (the released models' setting), so they do 
 With --sweep it also trains a 3 (learning rate) x 2 (dropout) grid for the 24 COGNIMUSE runs
 (12 folds x 2 targets) in one program, as the same six settings in six separate engine
 runs, and with the engine's own split (runs_per_program=auto), and prints the ratios (all
-end to end, compilation included), then the grid as whole launcher commands: one command
-with the sweep against six commands, one per point. With --processes it times the leave-one-out command as
-one process and as two local processes (jax.distributed) and compares their results.json.
+end to end, compilation included), then the grid as whole launcher commands: one
+command with the sweep against six commands, one per point. With --processes it times the
+leave-one-out command as one process and as two local processes (jax.distributed) and
+compares their results.json.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The host loop: restore, chunks of epochs, checkpoint, progress; one for every task.
 
 Training runs in chunks of `config.checkpoint_every` epochs (one compiled call each); after
-each chunk the whole state is saved (one .npz, written atomically), so that a killed run and the same command
-again give the same results. A checkpoint names its experiment by a fingerprint (the
-config but for the settings below, the data's identity, the runs), and a checkpoint of
-another experiment is refused.
+each chunk the whole state is saved (one .npz, written atomically), so that a killed run and
+the same command again give the same results. A checkpoint names its experiment by a
+fingerprint (the config but for the settings below, the data's identity, the runs), and a
+checkpoint of another experiment is refused.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def fingerprint(engine) -> dict:
 # A checkpoint is one .npz per program (aan_jax.engine.exchange.FileCheckpointer), for one
 # process or several. Written by hand rather than with orbax for speed: orbax took 0.9 s per
 # save of the README demo's state (some 300 small arrays over two CPU devices) against about
-# 0.1 s for the archive (training 15.1 s against 13.6 s, `python -m experiments.cognimuse_loo
+# 0.2 s for the archive (training 15.1 s against 13.6 s, `python -m experiments.cognimuse_loo
 # --config.dataset=synthetic`, 2-core CPU); and orbax cannot save a program's arrays from one
 # process of several, so the archive also makes one format for both.
 Checkpointer = exchange.FileCheckpointer

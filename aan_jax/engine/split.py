@@ -26,14 +26,13 @@ import numpy as np
 from aan_jax.engine import exchange, loop
 
 # "auto" on a CPU: at most this many runs per local device in one program. Measured with
-# `python benchmarks/bench_split.py` (the bench_train --sweep grid's first R runs, 2 epochs
-# compiled, best of 3 interleaved rounds; 2-core CPU, two CPU devices, loaded by parallel
-# work): ms per run and epoch 65.7 (12 runs, 6 per device), 115.9 (24), 120.8 (48), 110.7
-# (72), 117.6 (144) (the 12 runs' other rounds: 114 and 137, the load's noise), and
-# compiling took 11.0, 13.8, 17.1, 22.2, 39.0 s. Past a few runs per
-# device a run costs no less in a bigger program, while the compile grows with the runs
-# (DESIGN.md: one program of 144 runs 248 s against six of 24, 171.5 s); programs of the
-# same shape compile once, so the rule keeps programs small.
+# `python benchmarks/bench_split.py --sizes 24,48,144 --rounds 2` (the bench_train --sweep
+# grid's first R runs, normalisation on, 2 epochs compiled, best of 2 interleaved rounds;
+# quiet 2-core CPU, two CPU devices): ms per run and epoch 44.0 (24 runs, 12 per device),
+# 47.3 (48), 55.3 (144); an earlier, loaded run found compiling to take 11.0 to 39.0 s from
+# 12 to 144 runs (docs/distributed.md). A run costs no less in a bigger program, while the
+# compile grows with the runs; programs of the same shape compile once, so the rule keeps
+# programs small.
 CPU_RUNS_PER_DEVICE = 12
 # On a GPU or TPU a step of these tiny models is launch-bound: more runs per step are
 # nearly free, so every run goes in one program (a cap only against memory).
